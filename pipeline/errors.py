@@ -1,0 +1,35 @@
+"""streamserve's exception types: one root, one-line subclasses."""
+
+from __future__ import annotations
+
+
+class StreamServeError(Exception):
+    """Root of every error streamserve raises on purpose."""
+
+
+class GraphError(StreamServeError):
+    """The graph is malformed: unknown, duplicate or cyclic steps, bad options."""
+
+
+class StepError(StreamServeError):
+    """A step could not process an event (bad input, a model that raised)."""
+
+
+class RoutingError(StepError):
+    """An event names no model, or a model the router does not know."""
+
+
+class CodecError(StepError):
+    """Bytes that are neither msgpack nor JSON, or an envelope of the wrong shape."""
+
+
+class ProtocolError(StreamServeError):
+    """A V2 path or request the mock server does not understand."""
+
+
+class BrokerError(StreamServeError):
+    """The embedded broker cannot start (no Java, no jars, port taken) or stopped."""
+
+
+class DeploymentError(StreamServeError):
+    """Topics or agents cannot be set up against the cluster."""

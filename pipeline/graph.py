@@ -1,0 +1,325 @@
+"""The serving graph: steps, routers and joins, their edges, validation, YAML form."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+
+from pipeline.errors import GraphError
+from pipeline.importing import describe, rebuild, to_data
+from steps.base import Step, TaskStep
+from steps.ensemble import Ensemble
+from steps.router import ModelRouter
+
+if TYPE_CHECKING:
+    from pipeline.mock import MockServer
+
+Guarantee = Literal["at_least_once", "exactly_once"]
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
+
+def as_step(handler: Any, **kwargs: Any) -> Step:
+    """A :class:`Step` from a step object or class, a class with ``do(body)``, or a callable."""
+    if inspect.isclass(handler):
+        try:
+            handler = handler(**kwargs)
+        except TypeError as exc:
+            raise GraphError(f"cannot create {handler.__qualname__}(**{kwargs}): {exc}") from exc
+        kwargs = {}
+    if isinstance(handler, Step):
+        return handler
+    full_event = bool(kwargs.pop("full_event", False))
+    if kwargs:
+        raise GraphError(f"options {sorted(kwargs)} need a class handler, got {handler!r:.60}")
+    do = getattr(handler, "do", None)
+    if callable(do):
+        return TaskStep(do, full_event=full_event)
+    if callable(handler):
+        return TaskStep(handler, full_event=full_event)
+    raise GraphError(f"{handler!r:.60} is not a step: give a Step, a class with do(body), or a callable")
+
+
+@dataclass(eq=False)
+class StepNode:
+    """A step of the graph; ``to``/``to_router`` add the next step and return it."""
+
+    graph: Graph
+    name: str
+    kind: Literal["task", "router", "join"]
+    step: Step | None
+    after: list[str]
+    handler: Any = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to(self, name: str, handler: Any, **kwargs: Any) -> StepNode:
+        """Add a step after this one (call again on the same node to branch)."""
+        return self.graph.add_step(name, handler, after=[self.name], **kwargs)
+
+    def to_router(self, name: str, *, default: str | None = None) -> RouterNode:
+        """Add a model router after this step."""
+        return self.graph.add_router(name, after=[self.name], default=default)
+
+
+@dataclass(eq=False)
+class RouterNode(StepNode):
+    """A router step; :meth:`add_model` registers a model (or ensemble) under a key."""
+
+    models: dict[str, tuple[Step, Any, dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def router(self) -> ModelRouter:
+        assert isinstance(self.step, ModelRouter)
+        return self.step
+
+    def add_model(self, key: str, model: Any, **kwargs: Any) -> RouterNode:
+        """Serve ``model`` (a ModelServer/Ensemble class with kwargs, or an instance) as ``key``."""
+        self.graph._claim(key)
+        step = as_step(model, **kwargs)
+        step.name = key
+        self.models[key] = (step, model, kwargs)
+        self.router.models[key] = step
+        return self
+
+
+class Graph:
+    """A serving graph: events enter at ``source``, flow through steps, leave at ``sink``.
+
+    Errors go to the ``<name>.<errors>`` dead-letter topic (see :meth:`error_handler`).
+    ``guarantee`` is the Kafka delivery guarantee of every agent.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        source: str | None = None,
+        sink: str | None = None,
+        guarantee: Guarantee = "at_least_once",
+    ) -> None:
+        _check_name("graph", name)
+        if guarantee not in ("at_least_once", "exactly_once"):
+            raise GraphError(f"guarantee must be 'at_least_once' or 'exactly_once', not {guarantee!r}")
+        self.name = name
+        self.source = source or f"{name}.requests"
+        self.sink = sink or f"{name}.predictions"
+        self.guarantee: Guarantee = guarantee
+        self.errors = "dlq"
+        self.on_error: Callable[[dict[str, Any]], Any] | None = None
+        self.steps: dict[str, StepNode] = {}
+        self._names: set[str] = set()
+
+    # -- building ---------------------------------------------------------
+    def to(self, name: str, handler: Any, **kwargs: Any) -> StepNode:
+        """Add an entry step, fed from the source topic."""
+        return self.add_step(name, handler, **kwargs)
+
+    def to_router(self, name: str, *, default: str | None = None) -> RouterNode:
+        """Add a model router as an entry step."""
+        return self.add_router(name, default=default)
+
+    def add_step(self, name: str, handler: Any, *, after: Sequence[str] = (), **kwargs: Any) -> StepNode:
+        """Add a task step (a Step, a class with ``do(body)``, or a callable) after ``after``."""
+        self._claim(name)
+        step = as_step(handler, **kwargs)
+        step.name = name
+        return self._add(StepNode(self, name, "task", step, list(after), handler, kwargs))
+
+    def add_router(self, name: str, *, after: Sequence[str] = (), default: str | None = None) -> RouterNode:
+        """Add a :class:`ModelRouter` after ``after``; add models to the returned node."""
+        self._claim(name)
+        router = ModelRouter(default=default)
+        router.name = name
+        node = RouterNode(self, name, "router", router, list(after), None, {"default": default})
+        self._add(node)
+        return node
+
+    def join(
+        self,
+        name: str,
+        *,
+        after: Sequence[str],
+        merge: Callable[..., Any] | None = None,
+        min_results: int | None = None,
+        timeout_ms: int = 5_000,
+    ) -> StepNode:
+        """Add a step that merges, by event id, what the ``after`` steps produced."""
+        self._claim(name)
+        options = {"merge": merge, "min_results": min_results, "timeout_ms": timeout_ms}
+        return self._add(StepNode(self, name, "join", None, list(after), None, options))
+
+    def error_handler(self, name: str = "dlq", handler: Callable[[dict[str, Any]], Any] | None = None) -> Graph:
+        """Failed events go to the ``<graph>.<name>`` topic; ``handler`` also sees each error."""
+        _check_name("error topic", name)
+        self.errors, self.on_error = name, handler
+        return self
+
+    def __getitem__(self, name: str) -> StepNode:
+        try:
+            return self.steps[name]
+        except KeyError:
+            raise GraphError(f"graph {self.name!r} has no step {name!r}; steps: {', '.join(self.steps)}") from None
+
+    def _claim(self, name: str) -> None:
+        _check_name("step", name)
+        if name in self._names:
+            raise GraphError(f"graph {self.name!r} already has a step or model named {name!r}")
+        self._names.add(name)
+
+    def _add(self, node: StepNode) -> StepNode:
+        self.steps[node.name] = node
+        return node
+
+    # -- reading ------------------------------------------------------------
+    @property
+    def dlq(self) -> str:
+        """The dead-letter topic."""
+        return f"{self.name}.{self.errors}"
+
+    def successors(self, name: str) -> list[str]:
+        """The steps that come right after ``name``."""
+        return [node.name for node in self.steps.values() if name in node.after]
+
+    def routers(self) -> list[RouterNode]:
+        """Every router of the graph."""
+        return [node for node in self.steps.values() if isinstance(node, RouterNode)]
+
+    def validate(self) -> Graph:
+        """Raise :class:`GraphError` naming the first problem; return the graph if sound."""
+        if not self.steps:
+            raise GraphError(f"graph {self.name!r} has no steps; add one with graph.to(name, handler)")
+        for node in self.steps.values():
+            for parent in node.after:
+                if parent not in self.steps:
+                    raise GraphError(
+                        f"step {node.name!r} comes after unknown step {parent!r}; steps: {', '.join(self.steps)}"
+                    )
+            if node.kind == "join" and len(node.after) < 2:
+                raise GraphError(f"join {node.name!r} needs at least two steps in after=, got {node.after}")
+        if not any(not node.after for node in self.steps.values()):
+            raise GraphError(f"graph {self.name!r} has no entry step (every step comes after another)")
+        self._check_cycles()
+        for node in self.routers():
+            self._check_router(node)
+        return self
+
+    def _check_cycles(self) -> None:
+        state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+        def visit(name: str, path: list[str]) -> None:
+            if state.get(name) == 1:
+                cycle = [*path[path.index(name) :], name]
+                raise GraphError(f"graph {self.name!r} has a cycle: {' -> '.join(cycle)}")
+            if state.get(name) == 2:
+                return
+            state[name] = 1
+            for child in self.successors(name):
+                visit(child, [*path, name])
+            state[name] = 2
+
+        for name in self.steps:
+            visit(name, [])
+
+    def _check_router(self, node: RouterNode) -> None:
+        if not node.models:
+            raise GraphError(f"router {node.name!r} has no models; add one with add_model(key, model)")
+        if node.router.default is not None and node.router.default not in node.models:
+            raise GraphError(f"router {node.name!r}: default model {node.router.default!r} is not one of its models")
+        for key, (step, _, _) in node.models.items():
+            if not isinstance(step, Ensemble):
+                continue
+            for member in step.members:
+                member_step = node.models.get(member, (None,))[0]
+                if member_step is None:
+                    raise GraphError(
+                        f"ensemble {key!r} names member {member!r}, which router {node.name!r} does not serve"
+                    )
+                if isinstance(member_step, Ensemble):
+                    raise GraphError(f"ensemble {key!r}: member {member!r} is itself an ensemble")
+
+    # -- running --------------------------------------------------------------
+    def to_mock_server(self) -> MockServer:
+        """The whole graph in-process, with the same step objects (no broker)."""
+        from pipeline.mock import MockServer
+
+        return MockServer(self)
+
+    # -- as data ----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The graph as plain data; classes and functions by import path."""
+        steps = []
+        for node in self.steps.values():
+            entry: dict[str, Any] = {"name": node.name, "kind": node.kind, "after": list(node.after)}
+            if node.kind == "task":
+                entry["handler"] = describe(node.handler, node.options)
+            else:
+                entry["options"] = to_data(node.options)
+            if isinstance(node, RouterNode):
+                entry["models"] = [
+                    {"key": key, "handler": describe(handler, kwargs)}
+                    for key, (_, handler, kwargs) in node.models.items()
+                ]
+            steps.append(entry)
+        on_error = None if self.on_error is None else to_data(self.on_error)
+        return {
+            "name": self.name,
+            "source": self.source,
+            "sink": self.sink,
+            "guarantee": self.guarantee,
+            "errors": {"topic": self.errors, "handler": on_error},
+            "steps": steps,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Graph:
+        """Rebuild a graph from :meth:`to_dict`'s data."""
+        from pipeline.importing import from_data
+
+        graph = cls(
+            data["name"],
+            source=data.get("source"),
+            sink=data.get("sink"),
+            guarantee=data.get("guarantee", "at_least_once"),
+        )
+        errors = data.get("errors") or {}
+        graph.error_handler(errors.get("topic", "dlq"), from_data(errors.get("handler")))
+        for entry in data.get("steps", []):
+            after, kind = entry.get("after", []), entry.get("kind", "task")
+            if kind == "task":
+                handler, kwargs = rebuild(entry["handler"])
+                graph.add_step(entry["name"], handler, after=after, **kwargs)
+            elif kind == "router":
+                router = graph.add_router(entry["name"], after=after, **from_data(entry.get("options", {})))
+                for model in entry.get("models", []):
+                    handler, kwargs = rebuild(model["handler"])
+                    router.add_model(model["key"], handler, **kwargs)
+            elif kind == "join":
+                graph.join(entry["name"], after=after, **from_data(entry.get("options", {})))
+            else:
+                raise GraphError(f"step {entry.get('name')!r} has unknown kind {kind!r}")
+        return graph
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        """The graph as YAML; also written to ``path`` if given."""
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, text_or_path: str | Path) -> Graph:
+        """Rebuild a graph from YAML text or a YAML file."""
+        text = str(text_or_path)
+        if "\n" not in text and Path(text).is_file():
+            text = Path(text).read_text()
+        return cls.from_dict(yaml.safe_load(text))
+
+
+def _check_name(what: str, name: str) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise GraphError(f"{what} name {name!r} must be 1-100 letters, digits, '_' or '-' (it names Kafka topics)")

@@ -1,0 +1,95 @@
+"""The step contract: a step turns a batch of events into routed outcomes.
+
+Runtimes (the mock server, the Kafka agents) only ever call :meth:`Step.load`,
+:meth:`Step.process`, :meth:`Step.expire` and :meth:`Step.held`; where an
+outcome goes is decided by the graph from its ``route``, never by the step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from pipeline.events import ErrorRecord, Event
+
+
+@dataclass(slots=True)
+class Emit:
+    """``event`` goes on: to the step's successors (``route`` None) or to the named route."""
+
+    event: Event
+    route: str | None = None
+
+
+@dataclass(slots=True)
+class Fail:
+    """``event`` was rejected; ``error`` says why. It goes to the error handler."""
+
+    event: Event
+    error: ErrorRecord
+
+
+Outcome: TypeAlias = Emit | Fail
+
+
+class Step:
+    """Base of every step kind. Subclasses implement :meth:`process`."""
+
+    name: str = ""
+
+    def load(self) -> None:
+        """Prepare to serve (load a model, open a table); called once per worker."""
+
+    def process(self, events: list[Event]) -> list[Outcome]:
+        """Outcomes for a batch of events; an event with no outcome is filtered out."""
+        raise NotImplementedError
+
+    def expire(self, now: float) -> list[Outcome]:
+        """Outcomes for work held past its deadline (joins); most steps hold none."""
+        return []
+
+    def held(self) -> Iterable[Event]:
+        """Events consumed but not yet answered; the runtime must not commit past them."""
+        return ()
+
+    def release(self, keep: Callable[[Event], bool]) -> None:
+        """Forget held events for which ``keep`` is false (their partition was revoked)."""
+
+    def fail(self, event: Event, exc: BaseException) -> Fail:
+        """The outcome for ``event`` rejected because of ``exc``."""
+        return Fail(event, ErrorRecord.from_exception(event.id, self.name, exc))
+
+
+class TaskStep(Step):
+    """Runs a callable on each event's body (or the whole event with ``full_event``).
+
+    A handler returning ``None`` filters the event out.
+    """
+
+    def __init__(self, handler: Callable[[Any], Any], *, full_event: bool = False) -> None:
+        self.handler = handler
+        self.full_event = full_event
+
+    def load(self) -> None:
+        target = getattr(self.handler, "__self__", None)
+        if target is not None and callable(getattr(target, "load", None)):
+            target.load()
+
+    def process(self, events: list[Event]) -> list[Outcome]:
+        handler, outcomes = self.handler, []
+        for event in events:
+            try:
+                result = handler(event if self.full_event else event.body)
+            except Exception as exc:
+                outcomes.append(self.fail(event, exc))
+                continue
+            if result is None:
+                continue
+            if self.full_event:
+                if not isinstance(result, Event):
+                    result = event.derive(result)
+                outcomes.append(Emit(result))
+            else:
+                outcomes.append(Emit(event.derive(result)))
+        return outcomes

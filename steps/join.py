@@ -1,0 +1,131 @@
+"""Join: waits for every part of an event (by event id) and merges them.
+
+Used for branch joins in a graph and, by :class:`steps.ensemble.Ensemble`, to
+collect member results. All state is bounded: at most ``max_pending`` open
+joins (the oldest is closed early past that) and the ids of the last
+``remember`` closed joins (later duplicates of their parts are dropped).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import StepError
+from pipeline.events import Event
+from steps.base import Emit, Outcome, Step
+
+Merge = Callable[[Event, dict[str, Any]], Any]
+
+
+def merge_bodies(event: Event, parts: dict[str, Any]) -> Any:
+    """Default merge: dict bodies merged in arrival order, other bodies keyed by part."""
+    if all(isinstance(body, dict) for body in parts.values()):
+        merged: dict[str, Any] = {}
+        for body in parts.values():
+            merged.update(body)
+        return merged
+    return dict(parts)
+
+
+@dataclass(slots=True)
+class _Open:
+    deadline: float
+    events: list[Event] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+class Join(Step):
+    """Merges the parts named ``parts`` of each event once all arrived or time ran out.
+
+    ``min_results`` (default: all parts) is how many successful parts a merge
+    needs; a result built from fewer parts than configured lists the missing
+    ones under ``parameters.missing``. A part whose step failed arrives as an
+    event with ``meta["failed"]`` and counts as missing.
+    """
+
+    def __init__(
+        self,
+        parts: Sequence[str],
+        *,
+        merge: Merge = merge_bodies,
+        min_results: int | None = None,
+        timeout_ms: int = 5_000,
+        max_pending: int = 100_000,
+        remember: int = 100_000,
+    ) -> None:
+        self.parts = tuple(parts)
+        self.merge = merge
+        self.min_results = len(self.parts) if min_results is None else min_results
+        self.timeout = timeout_ms / 1000
+        self.max_pending = max_pending
+        self.remember = remember
+        self._open: OrderedDict[str, _Open] = OrderedDict()
+        self._closed: OrderedDict[str, None] = OrderedDict()
+
+    def process(self, events: list[Event]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        now = time.monotonic()
+        for event in events:
+            part = event.meta.get("part")
+            if event.id in self._closed or part not in self.parts:
+                continue  # a redelivered part of a finished join, or not ours
+            state = self._open.get(event.id)
+            if state is None:
+                state = self._open[event.id] = _Open(now + self.timeout)
+            if part in state.results or part in state.failures:
+                continue  # duplicate part
+            state.events.append(event)
+            if "failed" in event.meta:
+                state.failures[part] = event.meta["failed"]
+            else:
+                state.results[part] = event.body
+            if len(state.results) + len(state.failures) == len(self.parts):
+                outcomes.append(self._close(event.id))
+        while len(self._open) > self.max_pending:
+            outcomes.append(self._close(next(iter(self._open))))
+        return outcomes
+
+    def expire(self, now: float) -> list[Outcome]:
+        due = [event_id for event_id, state in self._open.items() if state.deadline <= now]
+        return [self._close(event_id) for event_id in due]
+
+    def held(self) -> Iterable[Event]:
+        for state in self._open.values():
+            yield from state.events
+
+    def release(self, keep: Callable[[Event], bool]) -> None:
+        for event_id in [i for i, s in self._open.items() if not all(map(keep, s.events))]:
+            del self._open[event_id]
+
+    def _close(self, event_id: str) -> Outcome:
+        state = self._open.pop(event_id)
+        self._closed[event_id] = None
+        if len(self._closed) > self.remember:
+            self._closed.popitem(last=False)
+        first = state.events[0]
+        missing = [part for part in self.parts if part not in state.results]
+        event = Event(None, first.id, first.path, first.key, first.headers, _meta_without_join(first))
+        if len(state.results) < self.min_results:
+            reasons = [f"{part}: {state.failures.get(part, 'no result in time')}" for part in missing]
+            exc = StepError(
+                f"join {self.name!r}: {len(state.results)} of {len(self.parts)} parts answered, "
+                f"{self.min_results} needed; missing {'; '.join(reasons)}"
+            )
+            return self.fail(event, exc)
+        try:
+            body = self.merge(event, {p: state.results[p] for p in self.parts if p in state.results})
+        except Exception as exc:
+            return self.fail(event, exc)
+        if missing and isinstance(body, dict):
+            body.setdefault("parameters", {})["missing"] = missing
+        event.body = body
+        return Emit(event)
+
+
+def _meta_without_join(event: Event) -> dict[str, Any]:
+    return {k: v for k, v in event.meta.items() if k not in ("join", "part", "failed")}

@@ -1,0 +1,84 @@
+"""Flow steps that reshape the stream: filter and enrichment."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from pipeline.errors import StepError
+from pipeline.events import Event
+from steps.base import Emit, Outcome, Step
+
+
+class Filter(Step):
+    """Keeps the events whose body satisfies ``predicate``; drops the rest."""
+
+    def __init__(self, predicate: Callable[[Any], bool]) -> None:
+        self.predicate = predicate
+
+    def process(self, events: list[Event]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for event in events:
+            try:
+                if self.predicate(event.body):
+                    outcomes.append(Emit(event))
+            except Exception as exc:
+                outcomes.append(self.fail(event, exc))
+        return outcomes
+
+
+class Enrich(Step):
+    """Adds the fields looked up by ``body[key]`` in ``table`` (a mapping or a callable).
+
+    The looked-up mapping is merged into the body, or stored under ``into``.
+    ``on_missing`` decides what a key absent from the table does: ``"error"``
+    rejects the event, ``"keep"`` passes it on unchanged, ``"drop"`` filters it.
+    """
+
+    def __init__(
+        self,
+        table: Mapping[Any, Any] | Callable[[Any], Any],
+        *,
+        key: str,
+        into: str | None = None,
+        on_missing: Literal["error", "keep", "drop"] = "error",
+    ) -> None:
+        if on_missing not in ("error", "keep", "drop"):
+            raise StepError(f"on_missing must be 'error', 'keep' or 'drop', not {on_missing!r}")
+        self.table = table
+        self.key = key
+        self.into = into
+        self.on_missing = on_missing
+
+    def lookup(self, value: Any) -> Any:
+        """The table's entry for ``value``, or None when it has none."""
+        if callable(self.table):
+            return self.table(value)
+        return self.table.get(value)
+
+    def process(self, events: list[Event]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for event in events:
+            try:
+                body = event.body
+                if not isinstance(body, dict) or self.key not in body:
+                    raise StepError(f"step {self.name!r}: body has no key field {self.key!r}")
+                found = self.lookup(body[self.key])
+                if found is None:
+                    if self.on_missing == "error":
+                        raise StepError(f"step {self.name!r}: no entry for {self.key}={body[self.key]!r}")
+                    if self.on_missing == "keep":
+                        outcomes.append(Emit(event))
+                    continue
+                if self.into is not None:
+                    enriched = {**body, self.into: found}
+                elif isinstance(found, Mapping):
+                    enriched = {**body, **found}
+                else:
+                    raise StepError(
+                        f"step {self.name!r}: lookup returned {type(found).__name__}, not a mapping; set into="
+                    )
+                outcomes.append(Emit(event.derive(enriched)))
+            except Exception as exc:
+                outcomes.append(self.fail(event, exc))
+        return outcomes

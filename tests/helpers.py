@@ -1,0 +1,66 @@
+"""Small model classes and functions the tests build graphs from (importable by path)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from steps import Ensemble, ModelServer
+
+
+class Doubler(ModelServer):
+    """Returns each row's first value times two; records the batch sizes it saw."""
+
+    def load(self) -> None:
+        self.calls: list[int] = []
+
+    def predict(self, body: dict[str, Any]) -> list:
+        self.calls.append(len(body["inputs"]))
+        return [row[0] * 2 for row in body["inputs"]]
+
+
+class Constant(ModelServer):
+    """Predicts ``value`` for every row (a stand-in classifier or regressor)."""
+
+    value: Any = 0
+
+    def predict(self, body: dict[str, Any]) -> list:
+        return [self.value] * len(body["inputs"])
+
+
+class Broken(ModelServer):
+    """Raises on every prediction."""
+
+    def predict(self, body: dict[str, Any]) -> list:
+        raise ValueError("model exploded")
+
+
+class PickyDoubler(Doubler):
+    """Like Doubler, but rejects negative values (to test isolation inside a batch)."""
+
+    def predict(self, body: dict[str, Any]) -> list:
+        if any(row[0] < 0 for row in body["inputs"]):
+            raise ValueError("negative input")
+        return super().predict(body)
+
+
+class MaxEnsemble(Ensemble):
+    """A custom ensemble: the largest member output per row."""
+
+    def merge(self, results: dict[str, Any]) -> list:
+        return [max(values) for values in zip(*results.values())]
+
+
+def add_one(body: dict[str, Any]) -> dict[str, Any]:
+    return {**body, "x": body["x"] + 1}
+
+
+def times_ten(body: dict[str, Any]) -> dict[str, Any]:
+    return {**body, "ten": body["x"] * 10}
+
+
+def negate(body: dict[str, Any]) -> dict[str, Any]:
+    return {**body, "neg": -body["x"]}
+
+
+def is_even(body: dict[str, Any]) -> bool:
+    return body["x"] % 2 == 0
