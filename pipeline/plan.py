@@ -48,10 +48,14 @@ class Agent:
 
 @dataclass(frozen=True, eq=False)
 class Plan:
-    """Every agent of a graph, and the graph's source, sink and dead-letter topics."""
+    """Every agent of a graph, and the graph's source, sink and dead-letter topics.
+
+    ``join_topics`` are keyed by event id, so all parts of an event meet in one partition.
+    """
 
     graph: Graph
     agents: tuple[Agent, ...]
+    join_topics: frozenset[str] = frozenset()
 
     @property
     def source(self) -> str:
@@ -116,7 +120,8 @@ def build_plan(graph: Graph) -> Plan:
                 agents.append(Agent(f"{key}.join", name, model.joiner(), join_topic, {None: downstream(name)}, replies))
             else:
                 agents.append(Agent(key, name, model, model_topic, {None: downstream(name)}, replies))
-    return Plan(graph, tuple(agents))
+    joins = frozenset(agent.input for agent in agents if isinstance(agent.step, Join))
+    return Plan(graph, tuple(agents), joins)
 
 
 def _join_merge(merge: Any) -> Any:

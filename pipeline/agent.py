@@ -1,0 +1,286 @@
+"""The stream agent: consume a batch -> run the step -> produce every output -> commit.
+
+Offsets are committed only after every output of the batch is acknowledged, and
+never past an event a step still holds (an open join), so a crash loses nothing
+(at-least-once). With ``guarantee="exactly_once"`` the outputs and the offsets
+are one Kafka transaction and readers use ``read_committed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
+
+from pipeline.codec import decode_envelope, decode_request, encode_envelope, encode_response
+from pipeline.errors import CodecError, StepError
+from pipeline.events import ErrorRecord, Event
+from pipeline.plan import Agent, Plan
+from steps.base import Emit, Outcome
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """Batching, client and group settings shared by every agent of a process."""
+
+    max_batch_size: int = 500
+    max_batch_time_ms: int = 5
+    linger_ms: int = 1
+    max_request_size: int = 1_048_576
+    compression_type: str | None = None
+    session_timeout_ms: int = 6_000
+    heartbeat_interval_ms: int = 1_500
+    fetch_max_wait_ms: int = 50
+    instance: int = 0
+
+
+@dataclass(slots=True)
+class _Send:
+    topic: str
+    value: bytes
+    key: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+class StreamAgent:
+    """Runs one :class:`pipeline.plan.Agent` against a Kafka cluster until stopped."""
+
+    def __init__(self, plan: Plan, agent: Agent, bootstrap: str, settings: AgentSettings | None = None) -> None:
+        self.plan, self.agent, self.bootstrap = plan, agent, bootstrap
+        self.settings = settings or AgentSettings()
+        self.group = f"{plan.graph.name}.{agent.name}"
+        self.exactly_once = plan.graph.guarantee == "exactly_once"
+        self._consumed: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._lock = asyncio.Lock()
+        self.processed = 0
+
+    # -- life cycle -------------------------------------------------------------
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Consume and process until ``stopping`` is set, then commit and leave the group."""
+        s = self.settings
+        self.agent.step.load()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group,
+            client_id=f"{self.group}.{s.instance}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
+            isolation_level="read_committed" if self.exactly_once else "read_uncommitted",
+        )
+        transactional = {"transactional_id": f"{self.group}.{s.instance}", "transaction_timeout_ms": 10_000}
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            client_id=f"{self.group}.{s.instance}",
+            acks="all",
+            enable_idempotence=self.exactly_once,
+            linger_ms=s.linger_ms,
+            max_request_size=s.max_request_size,
+            compression_type=s.compression_type,
+            **(transactional if self.exactly_once else {}),
+        )
+        await self.producer.start()
+        try:
+            self.consumer.subscribe([self.agent.input], listener=_Revocation(self))
+            await self.consumer.start()
+            logger.info("agent %s consuming %s as group %s", self.agent.name, self.agent.input, self.group)
+            while not stopping.is_set():
+                records = await self.consumer.getmany(timeout_ms=s.max_batch_time_ms, max_records=s.max_batch_size)
+                async with self._lock:
+                    await self.handle(records)
+        finally:
+            await self._close()
+
+    async def _close(self) -> None:
+        with contextlib.suppress(Exception):
+            async with self._lock:
+                await self._commit()
+        await self.consumer.stop()
+        await self.producer.stop()
+        logger.info("agent %s stopped after %d events", self.agent.name, self.processed)
+
+    # -- one batch --------------------------------------------------------------
+    async def handle(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Process one batch of records and commit what is safe to commit."""
+        sends: list[_Send] = []
+        events: list[Event] = []
+        originals: dict[tuple[int, int], ConsumerRecord] = {}
+        for tp, batch in records.items():
+            for record in batch:
+                originals[record.partition, record.offset] = record
+                try:
+                    event = self._decode(record)
+                except CodecError as exc:
+                    sends.append(self._dead_letter(record, ErrorRecord.from_exception("", self.agent.name, exc)))
+                    continue
+                event.meta["src"] = (record.topic, record.partition, record.offset)
+                events.append(event)
+            self._consumed[tp] = batch[-1].offset + 1
+        for outcome in self._run_step(events):
+            sends.extend(self._route(outcome, originals))
+        self.processed += len(events)
+        if self.exactly_once:
+            await self._send_transaction(sends)
+        else:
+            await self._send_all(sends)
+            await self._commit()
+
+    def _run_step(self, events: list[Event]) -> list[Outcome]:
+        step = self.agent.step
+        outcomes: list[Outcome] = []
+        if events:
+            try:
+                outcomes = step.process(events)
+            except Exception as exc:  # noqa: BLE001 - a broken step must not stop the agent
+                logger.exception("step %s failed a whole batch of %d events", self.agent.name, len(events))
+                outcomes = [step.fail(event, StepError(f"step crashed: {exc!r}")) for event in events]
+        return outcomes + step.expire(time.monotonic())
+
+    def _decode(self, record: ConsumerRecord) -> Event:
+        headers = {name: value for name, value in record.headers}
+        if self.agent.input == self.plan.source:
+            event = decode_request(record.value, headers, record.key)
+            event.meta["origin"] = record.timestamp
+            return event
+        return decode_envelope(record.value, headers)
+
+    def _route(self, outcome: Outcome, originals: dict[tuple[int, int], ConsumerRecord]) -> list[_Send]:
+        event = outcome.event
+        if isinstance(outcome, Emit):
+            return [self._encode(topic, event) for topic in self.agent.targets(event, outcome.route)]
+        reply = self.agent.reply_topic(event)
+        if reply is not None:
+            event.meta["failed"] = f"{outcome.error.error_type}: {outcome.error.message}"
+            return [self._encode(reply, event)]
+        self._notify(outcome.error)
+        src = event.meta.get("src")
+        record = originals.get((src[1], src[2])) if src else None
+        if record is None:  # held across batches (a join): the event re-encoded stands in for its bytes
+            return [self._dead_letter_event(event, outcome.error)]
+        return [self._dead_letter(record, outcome.error)]
+
+    def _encode(self, topic: str, event: Event) -> _Send:
+        headers = [(name, value) for name, value in event.headers.items() if name != "id"]
+        headers.append(("id", event.id.encode()))
+        if topic == self.plan.sink:
+            return _Send(topic, encode_response(event.body, event.meta.get("format", "json")), event.key, headers)
+        key = event.id.encode() if topic in self.plan.join_topics else event.key
+        return _Send(topic, encode_envelope(event), key, headers)
+
+    def _dead_letter(self, record: ConsumerRecord, error: ErrorRecord) -> _Send:
+        headers = [(n, v) for n, v in record.headers if n not in _DLQ_HEADERS]
+        headers += _error_headers(error, record.topic, record.partition, record.offset)
+        return _Send(self.plan.dlq, record.value or b"", record.key, headers)
+
+    def _dead_letter_event(self, event: Event, error: ErrorRecord) -> _Send:
+        topic, partition, offset = event.meta.get("src") or (self.agent.input, -1, -1)
+        headers = [(n, v) for n, v in event.headers.items() if n not in _DLQ_HEADERS]
+        headers += _error_headers(error, topic, partition, offset)
+        return _Send(self.plan.dlq, encode_envelope(event), event.key, headers)
+
+    def _notify(self, error: ErrorRecord) -> None:
+        handler = self.plan.graph.on_error
+        if handler is None:
+            return
+        try:
+            handler(error.to_dict())
+        except Exception:  # noqa: BLE001
+            logger.exception("error handler of graph %s failed", self.plan.graph.name)
+
+    # -- producing and committing -------------------------------------------------
+    async def _send_all(self, sends: list[_Send]) -> None:
+        futures = []
+        for send in sends:
+            futures.append(await self._send(send))
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def _send(self, send: _Send) -> asyncio.Future:
+        try:
+            return await self.producer.send(send.topic, send.value, key=send.key, headers=send.headers)
+        except MessageSizeTooLargeError as exc:
+            if send.topic == self.plan.dlq:
+                raise
+            error = ErrorRecord("", self.agent.name, "MessageSizeTooLargeError",
+                                f"output of {len(send.value)} bytes to {send.topic!r} exceeds the "
+                                f"{self.settings.max_request_size}-byte message limit ({exc})")
+            headers = [*send.headers, *_error_headers(error, self.agent.input, -1, -1)]
+            return await self.producer.send(self.plan.dlq, b"", key=send.key, headers=headers)
+
+    async def _send_transaction(self, sends: list[_Send]) -> None:
+        offsets = self._safe_offsets()
+        if not sends and not offsets:
+            return
+        async with self.producer.transaction():
+            await self._send_all(sends)
+            if offsets:
+                await self.producer.send_offsets_to_transaction(offsets, self.group)
+        self._committed.update(offsets)
+
+    def _safe_offsets(self) -> dict[TopicPartition, int]:
+        """Per partition: the next offset to read, but never past an event still held."""
+        offsets = dict(self._consumed)
+        for event in self.agent.step.held():
+            topic, partition, offset = event.meta["src"]
+            tp = TopicPartition(topic, partition)
+            if tp in offsets and offset < offsets[tp]:
+                offsets[tp] = offset
+        return {tp: o for tp, o in offsets.items() if self._committed.get(tp) != o}
+
+    async def _commit(self) -> None:
+        offsets = self._safe_offsets()
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            logger.warning("agent %s: commit of %s failed (%s); the records will be redelivered",
+                           self.agent.name, offsets, exc)
+            return
+        self._committed.update(offsets)
+
+    async def revoke(self, partitions: set[TopicPartition]) -> None:
+        """Finish the batch in flight, commit, and forget state of ``partitions``."""
+        async with self._lock:
+            if not self.exactly_once:
+                await self._commit()
+            keys = {(tp.topic, tp.partition) for tp in partitions}
+            self.agent.step.release(lambda event: tuple(event.meta["src"][:2]) not in keys)
+            for tp in partitions:
+                self._consumed.pop(tp, None)
+                self._committed.pop(tp, None)
+
+
+_DLQ_HEADERS = frozenset({"error", "error_type", "step", "source_topic", "partition", "offset", "attempts"})
+
+
+def _error_headers(error: ErrorRecord, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
+    fields: dict[str, Any] = {
+        "error": error.message, "error_type": error.error_type, "step": error.step,
+        "source_topic": topic, "partition": partition, "offset": offset, "attempts": 1,
+    }
+    return [(name, str(value).encode()) for name, value in fields.items()]
+
+
+class _Revocation(ConsumerRebalanceListener):
+    def __init__(self, agent: StreamAgent) -> None:
+        self.agent = agent
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        if revoked:
+            await self.agent.revoke(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        logger.info("agent %s assigned %s", self.agent.agent.name, sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
