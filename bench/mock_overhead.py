@@ -17,9 +17,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from examples.iris.iris import Preprocess, build, postprocess  # noqa: E402
-from pipeline import Graph  # noqa: E402
-from steps import ModelServer  # noqa: E402
+from examples.iris.iris import Preprocess, build, postprocess
+from pipeline import Graph
+from steps import ModelServer
 
 ROW = [[5.1, 3.5, 1.4, 0.2]]
 
@@ -86,8 +86,15 @@ def main() -> None:
     for name, steps, graph_us, direct_us in results:
         per_step = (graph_us - direct_us) / steps
         print(f"{name:36} {steps:5d} {graph_us:9.1f} {direct_us:9.1f} {per_step:17.2f}")
-        rows.append({"graph": name, "steps": steps, "graph_us": graph_us, "direct_us": direct_us,
-                     "overhead_us_per_step": per_step})
+        rows.append(
+            {
+                "graph": name,
+                "steps": steps,
+                "graph_us": graph_us,
+                "direct_us": direct_us,
+                "overhead_us_per_step": per_step,
+            }
+        )
     out = Path(__file__).parent / "results" / "mock_overhead.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(rows, indent=2))

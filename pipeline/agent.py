@@ -143,7 +143,7 @@ class StreamAgent:
         if events:
             try:
                 outcomes = step.process(events)
-            except Exception as exc:  # noqa: BLE001 - a broken step must not stop the agent
+            except Exception as exc:
                 logger.exception("step %s failed a whole batch of %d events", self.agent.name, len(events))
                 outcomes = [step.fail(event, StepError(f"step crashed: {exc!r}")) for event in events]
         return outcomes + step.expire(time.monotonic())
@@ -196,7 +196,7 @@ class StreamAgent:
             return
         try:
             handler(error.to_dict())
-        except Exception:  # noqa: BLE001
+        except Exception:
             logger.exception("error handler of graph %s failed", self.plan.graph.name)
 
     # -- producing and committing -------------------------------------------------
@@ -213,9 +213,13 @@ class StreamAgent:
         except MessageSizeTooLargeError as exc:
             if send.topic == self.plan.dlq:
                 raise
-            error = ErrorRecord("", self.agent.name, "MessageSizeTooLargeError",
-                                f"output of {len(send.value)} bytes to {send.topic!r} exceeds the "
-                                f"{self.settings.max_request_size}-byte message limit ({exc})")
+            error = ErrorRecord(
+                "",
+                self.agent.name,
+                "MessageSizeTooLargeError",
+                f"output of {len(send.value)} bytes to {send.topic!r} exceeds the "
+                f"{self.settings.max_request_size}-byte message limit ({exc})",
+            )
             headers = [*send.headers, *_error_headers(error, self.agent.input, -1, -1)]
             return await self.producer.send(self.plan.dlq, b"", key=send.key, headers=headers)
 
@@ -246,8 +250,9 @@ class StreamAgent:
         try:
             await self.consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
-            logger.warning("agent %s: commit of %s failed (%s); the records will be redelivered",
-                           self.agent.name, offsets, exc)
+            logger.warning(
+                "agent %s: commit of %s failed (%s); the records will be redelivered", self.agent.name, offsets, exc
+            )
             return
         self._committed.update(offsets)
 
@@ -268,8 +273,13 @@ _DLQ_HEADERS = frozenset({"error", "error_type", "step", "source_topic", "partit
 
 def _error_headers(error: ErrorRecord, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
     fields: dict[str, Any] = {
-        "error": error.message, "error_type": error.error_type, "step": error.step,
-        "source_topic": topic, "partition": partition, "offset": offset, "attempts": 1,
+        "error": error.message,
+        "error_type": error.error_type,
+        "step": error.step,
+        "source_topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "attempts": 1,
     }
     return [(name, str(value).encode()) for name, value in fields.items()]
 
@@ -283,4 +293,6 @@ class _Revocation(ConsumerRebalanceListener):
             await self.agent.revoke(set(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        logger.info("agent %s assigned %s", self.agent.agent.name, sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+        logger.info(
+            "agent %s assigned %s", self.agent.agent.name, sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)
+        )

@@ -182,8 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     broker = add("broker", cmd_broker, "run the embedded broker in the foreground")
     broker.add_argument("--port", type=int)
     broker.add_argument("--data-dir")
-    broker.add_argument("--kind", choices=["kafka", "tansu"], default="kafka",
-                        help="tansu: no Java needed, memory only, not for sustained traffic")
+    broker.add_argument(
+        "--kind",
+        choices=["kafka", "tansu"],
+        default="kafka",
+        help="tansu: no Java needed, memory only, not for sustained traffic",
+    )
     broker.add_argument("--fetch", action="store_true", help="only resolve and cache the Kafka jars")
 
     topics = add("topics", cmd_topics, "create a graph's topics (idempotent)")

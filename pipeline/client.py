@@ -105,7 +105,10 @@ async def consume(
                 for record in records:
                     last = time.monotonic()
                     body = _body(record.value)
-                    yield tp.topic, Received(body, record.key, dict(record.headers), record.timestamp, now, record.value)
+                    yield (
+                        tp.topic,
+                        Received(body, record.key, dict(record.headers), record.timestamp, now, record.value),
+                    )
             if idle_s is not None and time.monotonic() - last > idle_s:
                 return
     finally:
@@ -118,5 +121,5 @@ def _body(value: bytes | None) -> Any:
         return None
     try:
         return decode_response(value)
-    except Exception:  # noqa: BLE001 - dead letters may hold any bytes
+    except Exception:
         return None

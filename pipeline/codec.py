@@ -77,7 +77,9 @@ def decode_request(data: bytes | None, headers: dict[str, bytes], key: bytes | N
     try:
         body = json.loads(data) if fmt == "json" else unpack(data)
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise CodecError(f"request is neither valid JSON nor msgpack ({fmt} parse failed: {type(exc).__name__}: {exc})") from exc
+        raise CodecError(
+            f"request is neither valid JSON nor msgpack ({fmt} parse failed: {type(exc).__name__}: {exc})"
+        ) from exc
     if not isinstance(body, dict):
         raise CodecError(f"request must be a JSON object or msgpack map, got {type(body).__name__}")
     event_id = body.get("id") or headers.get("id", b"").decode(errors="replace") or new_event_id()
@@ -95,7 +97,7 @@ def decode_envelope(data: bytes | None, headers: dict[str, bytes]) -> Event:
     try:
         envelope = unpack(data or b"")
         return Event(envelope["body"], envelope["id"], envelope["path"], envelope["key"], headers, envelope["meta"])
-    except Exception as exc:  # noqa: BLE001 - any malformed envelope is a CodecError
+    except Exception as exc:
         raise CodecError(f"malformed step envelope: {type(exc).__name__}: {exc}") from exc
 
 

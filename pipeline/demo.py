@@ -27,13 +27,17 @@ from pipeline.topics import ensure_topics
 MODELS = ("lr", "rf", "vote")
 
 
-def example_reference() -> str:
-    """``FILE:graph`` of the iris example, found beside the package or in the working folder."""
+def example_root() -> Path:
+    """The source checkout holding ``examples/iris`` and ``topics.yaml``."""
     for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
-        path = root / "examples" / "iris" / "iris.py"
-        if path.is_file():
-            return f"{path}:graph"
+        if (root / "examples" / "iris" / "iris.py").is_file():
+            return root
     raise DeploymentError("examples/iris/iris.py not found: run the demo from a streamserve source checkout")
+
+
+def example_reference() -> str:
+    """``FILE:graph`` of the iris example."""
+    return f"{example_root() / 'examples' / 'iris' / 'iris.py'}:graph"
 
 
 def make_requests(count: int, *, bad_every: int = 100, seed: int = 7) -> list[Request]:
@@ -114,14 +118,20 @@ async def drive(
         answer = answers.get(request.id)
         if answer is None:
             continue
-        path = f"/v2/models/{request.headers['model'].decode()}/infer"
+        model = request.headers.get("model")
+        path = f"/v2/models/{model.decode()}/infer" if model else "/"
         if mock.test(path, body=dict(request.body))["outputs"] != answer["outputs"]:
             mismatches += 1
     latencies.sort()
     summary = Summary(
-        sent=len(requests), answered=len(answers), dead_letters=len(dead), mismatches=mismatches,
-        missing=len(expected) - len(answers) - len(dead), events_per_s=len(answers) / elapsed if elapsed else 0.0,
-        p50_ms=_percentile(latencies, 0.50) * 1000, p99_ms=_percentile(latencies, 0.99) * 1000,
+        sent=len(requests),
+        answered=len(answers),
+        dead_letters=len(dead),
+        mismatches=mismatches,
+        missing=len(expected) - len(answers) - len(dead),
+        events_per_s=len(answers) / elapsed if elapsed else 0.0,
+        p50_ms=_percentile(latencies, 0.50) * 1000,
+        p99_ms=_percentile(latencies, 0.99) * 1000,
     )
     return summary, answers, dead
 
@@ -138,17 +148,20 @@ def run_demo(bootstrap: str | None = None, *, count: int = 1000, rate: float | N
         if bootstrap is None:
             print("starting the embedded Apache Kafka broker ...", flush=True)
             bootstrap = stack.enter_context(EmbeddedKafka()).bootstrap
-        ensure_topics(bootstrap, plan)
+        ensure_topics(bootstrap, plan, example_root() / "topics.yaml")
         logs = stack.enter_context(tempfile.TemporaryDirectory(prefix="streamserve-demo-"))
         workers = stack.enter_context(Workers(reference, plan, bootstrap, log_dir=logs))
         workers.start_all()
-        print(f"broker {bootstrap}; {len(workers.processes)} step workers: "
-              f"{', '.join(a.name for a in plan.agents)}", flush=True)
+        print(
+            f"broker {bootstrap}; {len(workers.processes)} step workers: {', '.join(a.name for a in plan.agents)}",
+            flush=True,
+        )
         warm_up, _, _ = asyncio.run(drive(bootstrap, reference, make_requests(3, bad_every=0), timeout_s=90))
         if warm_up.answered != 3:
             raise DeploymentError(f"the deployed graph did not answer its warm-up requests; worker logs in {logs}")
-        print(f"sending {count} requests ({'as fast as possible' if rate is None else f'{rate:.0f}/s'}) ...",
-              flush=True)
+        print(
+            f"sending {count} requests ({'as fast as possible' if rate is None else f'{rate:.0f}/s'}) ...", flush=True
+        )
         summary, answers, _ = asyncio.run(drive(bootstrap, reference, make_requests(count), rate=rate))
         for body in list(answers.values())[:3]:
             print(f"  {body['model_name']:>4} -> outputs {body['outputs']} species {body['species']}")

@@ -16,8 +16,15 @@ from pipeline.plan import Plan
 class Workers:
     """One child process per (agent, instance); stopped with SIGTERM, killable one by one."""
 
-    def __init__(self, reference: str, plan: Plan, bootstrap: str, *, log_dir: str | Path | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        reference: str,
+        plan: Plan,
+        bootstrap: str,
+        *,
+        log_dir: str | Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.reference, self.plan, self.bootstrap = reference, plan, bootstrap
         self.log_dir = Path(log_dir) if log_dir else None
         self.env = {**os.environ, **(env or {})}
@@ -25,12 +32,23 @@ class Workers:
 
     def start(self, name: str, instance: int = 0) -> subprocess.Popen:
         """Start worker ``instance`` of agent ``name``."""
-        command = [sys.executable, "-m", "pipeline.cli", "run", self.reference, "--step", name,
-                   "--bootstrap", self.bootstrap, "--instance", str(instance)]
+        command = [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "run",
+            self.reference,
+            "--step",
+            name,
+            "--bootstrap",
+            self.bootstrap,
+            "--instance",
+            str(instance),
+        ]
         output = subprocess.DEVNULL
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            output = open(self.log_dir / f"{name}.{instance}.log", "ab")  # noqa: SIM115 - owned by the child
+            output = open(self.log_dir / f"{name}.{instance}.log", "ab")
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=self.env)
         self.processes[name, instance] = process
         return process

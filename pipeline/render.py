@@ -11,9 +11,7 @@ def plan_text(plan: Plan) -> str:
     lines = [f"graph {graph.name} ({graph.guarantee}): {plan.source} -> ... -> {plan.sink}; errors -> {plan.dlq}"]
     for agent in plan.agents:
         kind = type(agent.step).__name__
-        routes = "; ".join(
-            f"{route or 'next'} -> {', '.join(topics)}" for route, topics in agent.routes.items()
-        )
+        routes = "; ".join(f"{route or 'next'} -> {', '.join(topics)}" for route, topics in agent.routes.items())
         lines.append(f"  {agent.name:<14} {kind:<18} reads {agent.input:<22} {routes}")
     return "\n".join(lines)
 
@@ -34,7 +32,7 @@ def plan_mermaid(plan: Plan) -> str:
             for topic in topics:
                 for target in ids.get(topic, ["sink"] if topic == plan.sink else []):
                     lines.append(f"  {_node(agent.name)} -->{label} {target}")
-        for tag, topic in agent.replies.items():
+        for tag in agent.replies:
             if agent.name in _members(plan, tag):
                 lines.append(f"  {_node(agent.name)} -.->|join| {_node(tag + '.join')}")
     return "\n".join(lines)

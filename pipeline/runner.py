@@ -55,8 +55,13 @@ async def _keep_running(agent: StreamAgent, stopping: asyncio.Event) -> None:
             await agent.run(stopping)
             return
         except KafkaConnectionError as exc:
-            logger.warning("agent %s: broker %s unreachable (%s); retrying in %.0f s",
-                           agent.agent.name, agent.bootstrap, exc, backoff)
+            logger.warning(
+                "agent %s: broker %s unreachable (%s); retrying in %.0f s",
+                agent.agent.name,
+                agent.bootstrap,
+                exc,
+                backoff,
+            )
             try:
                 await asyncio.wait_for(stopping.wait(), backoff)
             except asyncio.TimeoutError:
@@ -68,8 +73,17 @@ def run_workers(reference: str, bootstrap: str, names: Sequence[str] | None, wor
     """Start ``workers`` processes running the named agents; forward signals; wait for all."""
     commands = []
     for instance in range(workers):
-        command = [sys.executable, "-m", "pipeline.cli", "run", reference, "--bootstrap", bootstrap,
-                   "--instance", str(instance)]
+        command = [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "run",
+            reference,
+            "--bootstrap",
+            bootstrap,
+            "--instance",
+            str(instance),
+        ]
         for name in names or ():
             command += ["--step", name]
         commands.append(command)

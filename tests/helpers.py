@@ -64,3 +64,31 @@ def negate(body: dict[str, Any]) -> dict[str, Any]:
 
 def is_even(body: dict[str, Any]) -> bool:
     return body["x"] % 2 == 0
+
+
+class Slow(ModelServer):
+    """A regressor that answers ``value`` after ``delay_s`` per batch (a slow ensemble member)."""
+
+    value: float = 0.0
+    delay_s: float = 0.0
+
+    def predict(self, body: dict[str, Any]) -> list:
+        import time
+
+        time.sleep(self.delay_s)
+        return [self.value * row[0] for row in body["inputs"]]
+
+
+def slow_ensemble_graph():
+    """router(fast, slow, mean) where ``slow`` takes 300 ms per batch."""
+    import os
+
+    from pipeline import Graph
+    from steps import VotingEnsemble
+
+    graph = Graph(f"slowens{os.environ.get('STREAMSERVE_TEST_RUN', '')}")
+    router = graph.to_router("models", default="mean")
+    router.add_model("fast", Slow, value=1.0)
+    router.add_model("slow", Slow, value=3.0, delay_s=0.3)
+    router.add_model("mean", VotingEnsemble(["fast", "slow"], vote="regression", timeout_ms=30_000))
+    return graph
