@@ -20,7 +20,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
 
 from pipeline.codec import decode_envelope, decode_request, encode_envelope, encode_response
-from pipeline.errors import CodecError, StepError
+from pipeline.errors import CodecError, DeploymentError, StepError
 from pipeline.events import ErrorRecord, Event
 from pipeline.plan import Agent, Plan
 from steps.base import Emit, Outcome
@@ -62,6 +62,7 @@ class StreamAgent:
         self._consumed: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._lock = asyncio.Lock()
+        self._overrun: asyncio.Future | None = None
         self.processed = 0
 
     # -- life cycle -------------------------------------------------------------
@@ -91,7 +92,7 @@ class StreamAgent:
             compression_type=s.compression_type,
             **(transactional if self.exactly_once else {}),
         )
-        await self.producer.start()
+        await self._start_producer()
         try:
             self.consumer.subscribe([self.agent.input], listener=_Revocation(self))
             await self.consumer.start()
@@ -102,6 +103,21 @@ class StreamAgent:
                     await self.handle(records)
         finally:
             await self._close()
+
+    async def _start_producer(self) -> None:
+        if not self.exactly_once:
+            await self.producer.start()
+            return
+        try:
+            await asyncio.wait_for(self.producer.start(), 30)
+        except (asyncio.TimeoutError, KafkaError) as exc:
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
+            raise DeploymentError(
+                f"graph {self.plan.graph.name!r} asks for exactly_once, but the broker at {self.bootstrap} did not "
+                f"accept a transactional producer ({type(exc).__name__}: {exc}); use Apache Kafka (Tansu has no "
+                "transactions) or guarantee='at_least_once'"
+            ) from exc
 
     async def _close(self) -> None:
         with contextlib.suppress(Exception):
@@ -128,7 +144,7 @@ class StreamAgent:
                 event.meta["src"] = (record.topic, record.partition, record.offset)
                 events.append(event)
             self._consumed[tp] = batch[-1].offset + 1
-        for outcome in self._run_step(events):
+        for outcome in await self._run_step(events):
             sends.extend(self._route(outcome, originals))
         self.processed += len(events)
         if self.exactly_once:
@@ -137,16 +153,33 @@ class StreamAgent:
             await self._send_all(sends)
             await self._commit()
 
-    def _run_step(self, events: list[Event]) -> list[Outcome]:
+    async def _run_step(self, events: list[Event]) -> list[Outcome]:
         step = self.agent.step
-        outcomes: list[Outcome] = []
-        if events:
-            try:
-                outcomes = step.process(events)
-            except Exception as exc:
-                logger.exception("step %s failed a whole batch of %d events", self.agent.name, len(events))
-                outcomes = [step.fail(event, StepError(f"step crashed: {exc!r}")) for event in events]
+        outcomes = await self._process(events) if events else []
         return outcomes + step.expire(time.monotonic())
+
+    async def _process(self, events: list[Event]) -> list[Outcome]:
+        """The step's outcomes, computed off the event loop so heartbeats go on during long batches."""
+        step = self.agent.step
+        if self._overrun is not None:  # a batch past its deadline still holds the step: wait for it
+            with contextlib.suppress(Exception):
+                await self._overrun
+            self._overrun = None
+        work = asyncio.ensure_future(asyncio.to_thread(step.process, events))
+        try:
+            if step.deadline_ms is None:
+                return await work
+            return await asyncio.wait_for(asyncio.shield(work), step.deadline_ms / 1000)
+        except asyncio.TimeoutError:
+            self._overrun = work
+            late = StepError(
+                f"step {step.name!r} took longer than its {step.deadline_ms:g} ms deadline "
+                f"on a batch of {len(events)} events"
+            )
+            return [step.fail(event, late) for event in events]
+        except Exception as exc:  # a broken step must not stop the agent
+            logger.exception("step %s failed a whole batch of %d events", self.agent.name, len(events))
+            return [step.fail(event, StepError(f"step crashed: {exc!r}")) for event in events]
 
     def _decode(self, record: ConsumerRecord) -> Event:
         headers = {name: value for name, value in record.headers}
@@ -176,7 +209,7 @@ class StreamAgent:
         headers.append(("id", event.id.encode()))
         if topic == self.plan.sink:
             return _Send(topic, encode_response(event.body, event.meta.get("format", "json")), event.key, headers)
-        key = event.id.encode() if topic in self.plan.join_topics else event.key
+        key = event.id.encode() if topic in self.plan.id_keyed_topics else event.key
         return _Send(topic, encode_envelope(event), key, headers)
 
     def _dead_letter(self, record: ConsumerRecord, error: ErrorRecord) -> _Send:

@@ -72,15 +72,21 @@ def describe(handler: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     state = getattr(handler, "__dict__", None)
     if state is None:
         raise GraphError(f"{handler!r:.80} has no attributes to save; pass its class and kwargs instead")
-    return {"object": import_path(type(handler)), "state": to_data(state)}
+    public = {name: value for name, value in state.items() if not name.startswith("_")}
+    return {"object": import_path(type(handler)), "state": to_data(public)}
 
 
 def rebuild(spec: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """The handler and kwargs that :func:`describe` described."""
     if "object" in spec:
         cls = import_object(spec["object"])
-        obj = cls.__new__(cls)
-        obj.__dict__.update(from_data(spec["state"]))
+        state = from_data(spec["state"])
+        arguments = {k: v for k, v in state.items() if k != "name"}
+        try:
+            obj = cls(**arguments)  # the usual case: public attributes are the constructor's arguments
+        except TypeError:
+            obj = cls.__new__(cls)
+        obj.__dict__.update(state)
         return obj, {}
     target = spec.get("class") or spec.get("function")
     if target is None:

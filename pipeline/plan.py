@@ -50,12 +50,13 @@ class Agent:
 class Plan:
     """Every agent of a graph, and the graph's source, sink and dead-letter topics.
 
-    ``join_topics`` are keyed by event id, so all parts of an event meet in one partition.
+    ``id_keyed_topics`` are keyed by event id, so all records of an event meet in one
+    partition (the inputs of joins and duplicate filters).
     """
 
     graph: Graph
     agents: tuple[Agent, ...]
-    join_topics: frozenset[str] = frozenset()
+    id_keyed_topics: frozenset[str] = frozenset()
 
     @property
     def source(self) -> str:
@@ -120,8 +121,8 @@ def build_plan(graph: Graph) -> Plan:
                 agents.append(Agent(f"{key}.join", name, model.joiner(), join_topic, {None: downstream(name)}, replies))
             else:
                 agents.append(Agent(key, name, model, model_topic, {None: downstream(name)}, replies))
-    joins = frozenset(agent.input for agent in agents if isinstance(agent.step, Join))
-    return Plan(graph, tuple(agents), joins)
+    id_keyed = frozenset(agent.input for agent in agents if agent.step.keyed_by_id)
+    return Plan(graph, tuple(agents), id_keyed)
 
 
 def _join_merge(merge: Any) -> Any:

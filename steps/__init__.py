@@ -5,9 +5,10 @@ from steps.ensemble import Ensemble, VotingEnsemble
 from steps.join import Join
 from steps.model import ModelServer, SKLearnModelServer
 from steps.router import ModelRouter
-from steps.transform import Enrich, Filter
+from steps.transform import Dedupe, Enrich, Filter
 
 __all__ = [
+    "Dedupe",
     "Emit",
     "Enrich",
     "Ensemble",

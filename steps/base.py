@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 from pipeline.events import ErrorRecord, Event
 
@@ -34,9 +34,17 @@ Outcome: TypeAlias = Emit | Fail
 
 
 class Step:
-    """Base of every step kind. Subclasses implement :meth:`process`."""
+    """Base of every step kind. Subclasses implement :meth:`process`.
+
+    ``deadline_ms``: over Kafka, a batch the step takes longer than this on is
+    dead-lettered (the agent stays responsive meanwhile). ``keyed_by_id``: the
+    step's input topic is keyed by event id, so every record of one event meets
+    in one partition (joins, duplicate filters).
+    """
 
     name: str = ""
+    deadline_ms: float | None = None
+    keyed_by_id: ClassVar[bool] = False
 
     def load(self) -> None:
         """Prepare to serve (load a model, open a table); called once per worker."""

@@ -48,6 +48,8 @@ class Join(Step):
     event with ``meta["failed"]`` and counts as missing.
     """
 
+    keyed_by_id = True
+
     def __init__(
         self,
         parts: Sequence[str],

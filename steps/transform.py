@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -81,4 +82,30 @@ class Enrich(Step):
                 outcomes.append(Emit(event.derive(enriched)))
             except Exception as exc:
                 outcomes.append(self.fail(event, exc))
+        return outcomes
+
+
+class Dedupe(Step):
+    """Drops events whose id it has seen among the last ``capacity`` ids.
+
+    Put it last to make the output topic duplicate-free after redeliveries; its
+    input is keyed by event id, so all copies of an event reach the same worker.
+    Memory is bounded by ``capacity`` ids; a restarted worker starts empty.
+    """
+
+    keyed_by_id = True
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    def process(self, events: list[Event]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for event in events:
+            if event.id in self._seen:
+                continue
+            self._seen[event.id] = None
+            if len(self._seen) > self.capacity:
+                self._seen.popitem(last=False)
+            outcomes.append(Emit(event))
         return outcomes
