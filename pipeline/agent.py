@@ -49,6 +49,7 @@ class _Send:
     value: bytes
     key: bytes | None
     headers: list[tuple[str, bytes]]
+    source: ConsumerRecord | None = None  # the record it answers, dead-lettered if it cannot be sent
 
 
 class StreamAgent:
@@ -191,15 +192,18 @@ class StreamAgent:
 
     def _route(self, outcome: Outcome, originals: dict[tuple[int, int], ConsumerRecord]) -> list[_Send]:
         event = outcome.event
+        src = event.meta.get("src")
+        record = originals.get((src[1], src[2])) if src else None
         if isinstance(outcome, Emit):
-            return [self._encode(topic, event) for topic in self.agent.targets(event, outcome.route)]
+            sends = [self._encode(topic, event) for topic in self.agent.targets(event, outcome.route)]
+            for send in sends:
+                send.source = record
+            return sends
         reply = self.agent.reply_topic(event)
         if reply is not None:
             event.meta["failed"] = f"{outcome.error.error_type}: {outcome.error.message}"
             return [self._encode(reply, event)]
         self._notify(outcome.error)
-        src = event.meta.get("src")
-        record = originals.get((src[1], src[2])) if src else None
         if record is None:  # held across batches (a join): the event re-encoded stands in for its bytes
             return [self._dead_letter_event(event, outcome.error)]
         return [self._dead_letter(record, outcome.error)]
@@ -243,28 +247,47 @@ class StreamAgent:
     async def _send(self, send: _Send) -> asyncio.Future:
         try:
             return await self.producer.send(send.topic, send.value, key=send.key, headers=send.headers)
-        except MessageSizeTooLargeError as exc:
-            if send.topic == self.plan.dlq:
+        except MessageSizeTooLargeError:
+            if send.topic == self.plan.dlq or send.source is None:
                 raise
             error = ErrorRecord(
-                "",
-                self.agent.name,
-                "MessageSizeTooLargeError",
-                f"output of {len(send.value)} bytes to {send.topic!r} exceeds the "
-                f"{self.settings.max_request_size}-byte message limit ({exc})",
+                dict(send.headers).get("id", b"").decode(), self.agent.name, "MessageSizeTooLargeError",
+                f"step {self.agent.name!r} produced {len(send.value)} bytes for {send.topic!r}, over the "
+                f"{self.settings.max_request_size}-byte message limit (max_request_size)",
             )
-            headers = [*send.headers, *_error_headers(error, self.agent.input, -1, -1)]
-            return await self.producer.send(self.plan.dlq, b"", key=send.key, headers=headers)
+            self._notify(error)
+            dead = self._dead_letter(send.source, error)
+            return await self.producer.send(dead.topic, dead.value, key=dead.key, headers=dead.headers)
 
     async def _send_transaction(self, sends: list[_Send]) -> None:
         offsets = self._safe_offsets()
         if not sends and not offsets:
             return
-        async with self.producer.transaction():
-            await self._send_all(sends)
-            if offsets:
-                await self.producer.send_offsets_to_transaction(offsets, self.group)
+        try:
+            async with self.producer.transaction():
+                await self._send_all(sends)
+                if offsets:
+                    await self.producer.send_offsets_to_transaction(offsets, self.group)
+        except KafkaError as exc:
+            logger.warning("agent %s: transaction aborted (%s); re-reading from the committed offsets",
+                           self.agent.name, exc)
+            await self._rewind()
+            return
         self._committed.update(offsets)
+
+    async def _rewind(self) -> None:
+        """Seek every partition back to its committed offset and forget what was held."""
+        assigned = self.consumer.assignment()
+        for tp in list(self._consumed):
+            self._consumed.pop(tp)
+            self._committed.pop(tp, None)
+            if tp in assigned:
+                committed = await self.consumer.committed(tp)
+                if committed is None:
+                    await self.consumer.seek_to_beginning(tp)
+                else:
+                    self.consumer.seek(tp, committed)
+        self.agent.step.release(lambda event: False)
 
     def _safe_offsets(self) -> dict[TopicPartition, int]:
         """Per partition: the next offset to read, but never past an event still held."""
@@ -290,15 +313,24 @@ class StreamAgent:
         self._committed.update(offsets)
 
     async def revoke(self, partitions: set[TopicPartition]) -> None:
-        """Finish the batch in flight, commit, and forget state of ``partitions``."""
+        """Forget the state of ``partitions``; at-least-once first finishes the batch in flight and commits.
+
+        Under exactly-once the batch in flight is not awaited: its transaction commits or aborts on
+        its own, and waiting here would hold up the rebalance its offset commit may be waiting for.
+        """
+        if self.exactly_once:
+            self._forget(partitions)
+            return
         async with self._lock:
-            if not self.exactly_once:
-                await self._commit()
-            keys = {(tp.topic, tp.partition) for tp in partitions}
-            self.agent.step.release(lambda event: tuple(event.meta["src"][:2]) not in keys)
-            for tp in partitions:
-                self._consumed.pop(tp, None)
-                self._committed.pop(tp, None)
+            await self._commit()
+            self._forget(partitions)
+
+    def _forget(self, partitions: set[TopicPartition]) -> None:
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+        self.agent.step.release(lambda event: tuple(event.meta["src"][:2]) not in keys)
+        for tp in partitions:
+            self._consumed.pop(tp, None)
+            self._committed.pop(tp, None)
 
 
 _DLQ_HEADERS = frozenset({"error", "error_type", "step", "source_topic", "partition", "offset", "attempts"})

@@ -84,8 +84,10 @@ async def consume(
     idle_s: float | None = None,
     read_committed: bool = False,
     group_id: str | None = None,
+    until: Callable[[], bool] | None = None,
 ) -> AsyncIterator[tuple[str, Received]]:
-    """Yield ``(topic, record)`` from the start of ``topics`` until ``timeout_s`` (or ``idle_s`` of silence)."""
+    """Yield ``(topic, record)`` from the start of ``topics`` until ``timeout_s``, ``idle_s`` of
+    silence, or ``until()`` turns true (checked between polls)."""
     consumer = AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,
@@ -98,7 +100,7 @@ async def consume(
     try:
         deadline = time.monotonic() + timeout_s
         last = time.monotonic()
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (until is not None and until()):
             batches = await consumer.getmany(timeout_ms=100, max_records=1000)
             now = time.perf_counter()
             for tp, records in batches.items():
@@ -109,7 +111,7 @@ async def consume(
                         tp.topic,
                         Received(body, record.key, dict(record.headers), record.timestamp, now, record.value),
                     )
-            if idle_s is not None and time.monotonic() - last > idle_s:
+            if idle_s is not None and not batches and time.monotonic() - last > idle_s:
                 return
     finally:
         await consumer.stop()

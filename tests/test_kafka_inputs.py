@@ -1,0 +1,119 @@
+"""Input and output trouble over a real broker: deadlines, wrong row counts, oversized
+outputs, duplicates filtered at the sink, and exactly-once under a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pipeline.client import Request, consume, produce
+from pipeline.demo import drive
+from pipeline.deployment import Workers
+from pipeline.loading import load_graph
+from pipeline.plan import build_plan
+from pipeline.topics import ensure_topics
+
+pytestmark = pytest.mark.kafka
+GRAPHS = Path(__file__).parent / "graphs.py"
+
+
+@pytest.fixture
+def deployment(kafka, tmp_path, monkeypatch):
+    """Deploy a graph from tests/graphs.py under a fresh name; stop its workers after the test."""
+    monkeypatch.setenv("STREAMSERVE_TEST_RUN", str(time.time_ns()))
+    started: list[Workers] = []
+
+    def deploy(factory: str, extra: dict[str, int] | None = None):
+        reference = f"{GRAPHS}:{factory}"
+        plan = build_plan(load_graph(reference))
+        ensure_topics(kafka, plan)
+        workers = Workers(reference, plan, kafka, log_dir=tmp_path).start_all()
+        for name, count in (extra or {}).items():
+            for instance in range(1, count):
+                workers.start(name, instance)
+        started.append(workers)
+        return reference, plan, workers
+
+    yield deploy
+    for workers in started:
+        workers.stop()
+
+
+def reasons(dead: dict) -> dict[str, tuple[str, str, str]]:
+    return {i: (r.headers["step"].decode(), r.headers["error_type"].decode(), r.headers["error"].decode())
+            for i, r in dead.items()}
+
+
+def test_deadline_wrong_rows_and_oversized_outputs_are_dead_lettered(kafka, deployment):
+    reference, plan, _ = deployment("inputs_graph")
+    warm = [Request({"inputs": [[1, 2]]})]
+    assert asyncio.run(drive(kafka, reference, warm, timeout_s=90))[0].answered == 1
+    slow = Request({"inputs": [[999, 1]]})  # alone: a deadline holds for a whole batch
+    summary, _, dead = asyncio.run(drive(kafka, reference, [slow], timeout_s=60))
+    short = Request({"inputs": [[1, 2], [3, 4]]}, headers={"model": b"short"})
+    huge = Request({"inputs": [[777, 1]]})
+    more, _, more_dead = asyncio.run(drive(kafka, reference, [short, huge], timeout_s=60))
+    assert (summary.dead_letters, more.dead_letters, summary.missing + more.missing) == (1, 2, 0)
+    why = reasons({**dead, **more_dead})
+    assert why[slow.id][:2] == ("echo", "StepError") and "longer than its 500 ms deadline" in why[slow.id][2]
+    assert why[short.id] == ("short", "StepError", "model 'short': predict returned 1 rows for 2 inputs")
+    assert why[huge.id][:2] == ("echo", "MessageSizeTooLargeError") and "message limit" in why[huge.id][2]
+    assert more_dead[huge.id].headers["source_topic"].decode() == f"{plan.graph.name}.echo"
+    after = [Request({"inputs": [[i, 1]]}) for i in range(20)]
+    summary, answers, _ = asyncio.run(drive(kafka, reference, after, timeout_s=60))
+    assert summary.answered == 20 and [answers[r.id]["outputs"] for r in after] == [[i + 1] for i in range(20)]
+
+
+def test_dedupe_step_lets_one_copy_of_each_event_reach_the_output(kafka, deployment):
+    reference, plan, _ = deployment("inputs_graph")
+    requests = [Request({"inputs": [[i, 0]]}) for i in range(50)]
+    copies = [Request(dict(r.body)) for r in requests for _ in range(3)]
+    asyncio.run(produce(kafka, plan.source, copies))
+    counts = asyncio.run(_count_answers(kafka, plan.sink, {r.id for r in requests}, grace_s=5))
+    assert counts == {r.id: 1 for r in requests}
+
+
+async def _count_answers(kafka: str, topic: str, ids: set[str], *, grace_s: float,
+                         read_committed: bool = False) -> Counter:
+    """How often each of ``ids`` appears on ``topic``: read until all appeared, then ``grace_s`` more."""
+    counts: Counter = Counter()
+    complete_at: list[float] = []
+
+    def done() -> bool:
+        if not complete_at and len(counts) == len(ids):
+            complete_at.append(time.monotonic())
+        return bool(complete_at) and time.monotonic() - complete_at[0] > grace_s
+
+    async for _, record in consume(kafka, [topic], timeout_s=180, read_committed=read_committed, until=done):
+        event_id = record.headers.get("id", b"").decode()
+        if event_id in ids:
+            counts[event_id] += 1
+    return counts
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="known bug: under exactly-once a rebalance during a transaction can lose one in-flight batch "
+    "(one worker's session expires while its offset commit waits on the rebalance); see docs/reliability.md",
+)
+def test_exactly_once_output_survives_a_killed_worker(kafka, deployment):
+    reference, plan, workers = deployment("exactly_once_graph", {"echo": 2})
+    warm = [Request({"inputs": [[1, 2]]})]
+    assert asyncio.run(drive(kafka, reference, warm, timeout_s=90))[0].answered == 1
+    requests = [Request({"inputs": [[i, 1]]}, key=f"k{i % 40}".encode()) for i in range(3000)]
+
+    async def traffic_with_a_crash() -> None:
+        sending = asyncio.create_task(produce(kafka, plan.source, requests, rate=1000))
+        await asyncio.sleep(1.5)
+        workers.kill("echo", 1)
+        workers.start("echo", 1)  # same transactional id: fences the dead producer, aborts its open batch
+        await sending
+
+    asyncio.run(traffic_with_a_crash())
+    counts = asyncio.run(_count_answers(kafka, plan.sink, {r.id for r in requests}, grace_s=5, read_committed=True))
+    assert len(counts) == len(requests), f"{len(requests) - len(counts)} requests unanswered"
+    assert set(counts.values()) == {1}, f"duplicates: {sum(c - 1 for c in counts.values())}"
