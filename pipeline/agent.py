@@ -17,7 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import CommitFailedError, KafkaConnectionError, KafkaError, MessageSizeTooLargeError
 
 from pipeline.codec import decode_envelope, decode_request, encode_envelope, encode_response
 from pipeline.errors import CodecError, DeploymentError, StepError
@@ -93,8 +93,8 @@ class StreamAgent:
             compression_type=s.compression_type,
             **(transactional if self.exactly_once else {}),
         )
-        await self._start_producer()
         try:
+            await self._start_producer()
             self.consumer.subscribe([self.agent.input], listener=_Revocation(self))
             await self.consumer.start()
             logger.info("agent %s consuming %s as group %s", self.agent.name, self.agent.input, self.group)
@@ -102,6 +102,9 @@ class StreamAgent:
                 records = await self.consumer.getmany(timeout_ms=s.max_batch_time_ms, max_records=s.max_batch_size)
                 async with self._lock:
                     await self.handle(records)
+        except BaseException:
+            self._consumed = dict(self._committed)  # a failed batch is redelivered, never committed
+            raise
         finally:
             await self._close()
 
@@ -111,6 +114,8 @@ class StreamAgent:
             return
         try:
             await asyncio.wait_for(self.producer.start(), 30)
+        except KafkaConnectionError:
+            raise  # the broker is down, not refusing: retried with backoff
         except (asyncio.TimeoutError, KafkaError) as exc:
             with contextlib.suppress(Exception):
                 await self.producer.stop()
@@ -121,9 +126,10 @@ class StreamAgent:
             ) from exc
 
     async def _close(self) -> None:
-        with contextlib.suppress(Exception):
-            async with self._lock:
-                await self._commit()
+        if not self.exactly_once:  # exactly-once commits only inside its transactions
+            with contextlib.suppress(Exception):
+                async with self._lock:
+                    await self._commit()
         await self.consumer.stop()
         await self.producer.stop()
         logger.info("agent %s stopped after %d events", self.agent.name, self.processed)
@@ -238,11 +244,17 @@ class StreamAgent:
 
     # -- producing and committing -------------------------------------------------
     async def _send_all(self, sends: list[_Send]) -> None:
-        futures = []
-        for send in sends:
-            futures.append(await self._send(send))
-        if futures:
-            await asyncio.gather(*futures)
+        """Send everything and await delivery; a record too large for its topic is dead-lettered."""
+        pending = [(send, await self._send(send)) for send in sends]
+        results = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
+        rejected = []
+        for (send, _), result in zip(pending, results):
+            if isinstance(result, MessageSizeTooLargeError) and send.source is not None and send.topic != self.plan.dlq:
+                rejected.append(self._too_large(send, "the topic's max.message.bytes"))
+            elif isinstance(result, BaseException):
+                raise result
+        if rejected:
+            await self._send_all(rejected)
 
     async def _send(self, send: _Send) -> asyncio.Future:
         try:
@@ -250,14 +262,19 @@ class StreamAgent:
         except MessageSizeTooLargeError:
             if send.topic == self.plan.dlq or send.source is None:
                 raise
-            error = ErrorRecord(
-                dict(send.headers).get("id", b"").decode(), self.agent.name, "MessageSizeTooLargeError",
-                f"step {self.agent.name!r} produced {len(send.value)} bytes for {send.topic!r}, over the "
-                f"{self.settings.max_request_size}-byte message limit (max_request_size)",
-            )
-            self._notify(error)
-            dead = self._dead_letter(send.source, error)
+            dead = self._too_large(send, f"the {self.settings.max_request_size}-byte max_request_size")
             return await self.producer.send(dead.topic, dead.value, key=dead.key, headers=dead.headers)
+
+    def _too_large(self, send: _Send, limit: str) -> _Send:
+        assert send.source is not None
+        error = ErrorRecord(
+            dict(send.headers).get("id", b"").decode(),
+            self.agent.name,
+            "MessageSizeTooLargeError",
+            f"step {self.agent.name!r} produced {len(send.value)} bytes for {send.topic!r}, over {limit}",
+        )
+        self._notify(error)
+        return self._dead_letter(send.source, error)
 
     async def _send_transaction(self, sends: list[_Send]) -> None:
         offsets = self._safe_offsets()
@@ -269,8 +286,9 @@ class StreamAgent:
                 if offsets:
                     await self.producer.send_offsets_to_transaction(offsets, self.group)
         except KafkaError as exc:
-            logger.warning("agent %s: transaction aborted (%s); re-reading from the committed offsets",
-                           self.agent.name, exc)
+            logger.warning(
+                "agent %s: transaction aborted (%s); re-reading from the committed offsets", self.agent.name, exc
+            )
             await self._rewind()
             return
         self._committed.update(offsets)

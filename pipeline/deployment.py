@@ -67,17 +67,24 @@ class Workers:
 
     def stop(self, timeout: float = 20) -> dict[tuple[str, int], int]:
         """SIGTERM every worker, wait for a clean exit (SIGKILL after ``timeout``); exit codes."""
-        for process in self.processes.values():
+        return self._terminate(list(self.processes), timeout)
+
+    def terminate(self, name: str, instance: int = 0, timeout: float = 20) -> int:
+        """SIGTERM one worker (a scale-down) and wait for its clean exit (SIGKILL after ``timeout``)."""
+        return self._terminate([(name, instance)], timeout)[name, instance]
+
+    def _terminate(self, keys: list[tuple[str, int]], timeout: float) -> dict[tuple[str, int], int]:
+        processes = {key: self.processes.pop(key) for key in keys}
+        for process in processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         deadline, codes = time.monotonic() + timeout, {}
-        for key, process in self.processes.items():
+        for key, process in processes.items():
             try:
                 codes[key] = process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
                 codes[key] = process.wait()
-        self.processes.clear()
         return codes
 
     def __enter__(self) -> Workers:

@@ -68,6 +68,7 @@ class Join(Step):
         self.remember = remember
         self._open: OrderedDict[str, _Open] = OrderedDict()
         self._closed: OrderedDict[str, None] = OrderedDict()
+        self._settled: list[list[Event]] = []  # parts (by offset) of closed joins a commit could split
 
     def process(self, events: list[Event]) -> list[Outcome]:
         outcomes: list[Outcome] = []
@@ -97,16 +98,34 @@ class Join(Step):
         return [self._close(event_id) for event_id in due]
 
     def held(self) -> Iterable[Event]:
-        for state in self._open.values():
-            yield from state.events
+        """Parts of open joins, and the first part of each closed join that a commit below the
+        oldest open part would split (a restart there would redeliver only its later parts)."""
+        held = [event for state in self._open.values() for event in state.events]
+        floors: dict[tuple[str, int], int] = {}
+        for where, offset in (_position(event) for event in held if "src" in event.meta):
+            floors[where] = min(floors.get(where, offset), offset)
+        settled, self._settled = self._settled, []
+        for parts in sorted(settled, key=lambda parts: _position(parts[-1])[1], reverse=True):
+            (where, first), last = _position(parts[0]), _position(parts[-1])[1]
+            floor = floors.get(where)
+            if floor is None or last < floor:
+                continue  # wholly below every later commit point: forget it
+            if first < floor:  # a commit at floor would split it: commit below its first part
+                floors[where] = first
+                held.append(parts[0])
+            self._settled.append(parts)
+        return held
 
     def release(self, keep: Callable[[Event], bool]) -> None:
         for event_id in [i for i, s in self._open.items() if not all(map(keep, s.events))]:
             del self._open[event_id]
+        self._settled = [parts for parts in self._settled if all(map(keep, parts))]
 
     def _close(self, event_id: str) -> Outcome:
         state = self._open.pop(event_id)
         self._closed[event_id] = None
+        if all("src" in part.meta for part in state.events):  # read from Kafka: its offsets matter
+            self._settled.append(sorted(state.events, key=lambda part: _position(part)[1]))
         if len(self._closed) > self.remember:
             self._closed.popitem(last=False)
         first = state.events[0]
@@ -131,3 +150,9 @@ class Join(Step):
 
 def _meta_without_join(event: Event) -> dict[str, Any]:
     return {k: v for k, v in event.meta.items() if k not in ("join", "part", "failed")}
+
+
+def _position(event: Event) -> tuple[tuple[str, int], int]:
+    """The (topic, partition) and offset the agent read ``event`` from."""
+    topic, partition, offset = event.meta["src"]
+    return (topic, partition), offset

@@ -92,3 +92,30 @@ def slow_ensemble_graph():
     router.add_model("slow", Slow, value=3.0, delay_s=0.3)
     router.add_model("mean", VotingEnsemble(["fast", "slow"], vote="regression", timeout_ms=30_000))
     return graph
+
+
+def fault_graph():
+    """router -> one cheap model ``double`` (Doubler): the fault tests' small graph, named per test run."""
+    import os
+
+    from pipeline import Graph
+
+    graph = Graph(f"faults{os.environ.get('STREAMSERVE_TEST_RUN', '')}")
+    graph.to_router("models", default="double").add_model("double", Doubler)
+    return graph
+
+
+def slow_join_graph():
+    """router(fast, slow, mean): ``slow`` takes 0.5 s per batch so the join always holds open
+    events; a join missing a part times out after 5 s (into the dead-letter topic)."""
+    import os
+
+    from pipeline import Graph
+    from steps import VotingEnsemble
+
+    graph = Graph(f"slowjoin{os.environ.get('STREAMSERVE_TEST_RUN', '')}")
+    router = graph.to_router("models", default="mean")
+    router.add_model("fast", Slow, value=1.0)
+    router.add_model("slow", Slow, value=3.0, delay_s=0.5)
+    router.add_model("mean", VotingEnsemble(["fast", "slow"], vote="regression", timeout_ms=5_000))
+    return graph

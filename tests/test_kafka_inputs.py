@@ -61,7 +61,7 @@ def test_deadline_wrong_rows_and_oversized_outputs_are_dead_lettered(kafka, depl
     why = reasons({**dead, **more_dead})
     assert why[slow.id][:2] == ("echo", "StepError") and "longer than its 500 ms deadline" in why[slow.id][2]
     assert why[short.id] == ("short", "StepError", "model 'short': predict returned 1 rows for 2 inputs")
-    assert why[huge.id][:2] == ("echo", "MessageSizeTooLargeError") and "message limit" in why[huge.id][2]
+    assert why[huge.id][:2] == ("echo", "MessageSizeTooLargeError") and "max_request_size" in why[huge.id][2]
     assert more_dead[huge.id].headers["source_topic"].decode() == f"{plan.graph.name}.echo"
     after = [Request({"inputs": [[i, 1]]}) for i in range(20)]
     summary, answers, _ = asyncio.run(drive(kafka, reference, after, timeout_s=60))
@@ -69,7 +69,7 @@ def test_deadline_wrong_rows_and_oversized_outputs_are_dead_lettered(kafka, depl
 
 
 def test_dedupe_step_lets_one_copy_of_each_event_reach_the_output(kafka, deployment):
-    reference, plan, _ = deployment("inputs_graph")
+    _, plan, _ = deployment("inputs_graph")
     requests = [Request({"inputs": [[i, 0]]}) for i in range(50)]
     copies = [Request(dict(r.body)) for r in requests for _ in range(3)]
     asyncio.run(produce(kafka, plan.source, copies))
