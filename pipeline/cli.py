@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from pipeline.errors import StreamServeError
+from pipeline.logs import configure as configure_logging
 
 logger = logging.getLogger("streamserve")
 
@@ -231,11 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    configure_logging(args.verbose)
     try:
         return args.handler(args)
     except StreamServeError as exc:

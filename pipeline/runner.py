@@ -7,7 +7,8 @@ import logging
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from aiokafka.errors import KafkaConnectionError
 
@@ -70,30 +71,49 @@ async def _keep_running(agent: StreamAgent, stopping: asyncio.Event) -> None:
 
 
 def run_workers(reference: str, bootstrap: str, names: Sequence[str] | None, workers: int) -> int:
-    """Start ``workers`` processes running the named agents; forward signals; wait for all."""
-    commands = []
-    for instance in range(workers):
-        command = [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
-            "run",
-            reference,
-            "--bootstrap",
-            bootstrap,
-            "--instance",
-            str(instance),
-        ]
-        for name in names or ():
-            command += ["--step", name]
-        commands.append(command)
-    children = [subprocess.Popen(command) for command in commands]
+    """Run ``workers`` processes of the named agents until SIGTERM/SIGINT, which they get too.
+
+    A worker that exits on its own with an error (an unrecoverable Kafka error: its
+    uncommitted batch is redelivered) is started again after a backoff of 1 s doubling
+    to 30 s; the backoff resets once a worker has run for a minute.
+    """
+    command = [sys.executable, "-m", "pipeline.cli", "run", reference, "--bootstrap", bootstrap]
+    for name in names or ():
+        command += ["--step", name]
+    stopping = False
+
+    def spawn(instance: int) -> subprocess.Popen:
+        return subprocess.Popen([*command, "--instance", str(instance)])
 
     def forward(signum: int, _frame: object) -> None:
-        for child in children:
+        nonlocal stopping
+        stopping = True
+        for child in children.values():
             if child.poll() is None:
                 child.send_signal(signum)
 
+    children = {instance: spawn(instance) for instance in range(workers)}
+    started = dict.fromkeys(children, time.monotonic())
+    backoff = dict.fromkeys(children, 1.0)
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    return max(child.wait() for child in children)
+    while not stopping:
+        time.sleep(0.5)
+        for instance, child in list(children.items()):
+            code = child.poll()
+            if code is None or stopping:
+                continue
+            if code == 0:
+                return _wait_all(children, forward)
+            if time.monotonic() - started[instance] > 60:
+                backoff[instance] = 1.0
+            logger.error("worker %d exited with %d; restarting it in %.0f s", instance, code, backoff[instance])
+            time.sleep(backoff[instance])
+            backoff[instance] = min(backoff[instance] * 2, MAX_BACKOFF_S)
+            children[instance], started[instance] = spawn(instance), time.monotonic()
+    return max(child.wait() for child in children.values())
+
+
+def _wait_all(children: dict[int, subprocess.Popen], forward: Callable[[int, object], None]) -> int:
+    forward(signal.SIGTERM, None)
+    return max(child.wait() for child in children.values())

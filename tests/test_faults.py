@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -27,7 +31,8 @@ from pipeline.client import Received, Request, consume, produce
 from pipeline.demo import drive
 from pipeline.deployment import Workers
 from pipeline.loading import load_graph
-from pipeline.plan import Plan
+from pipeline.plan import Plan, build_plan
+from pipeline.topics import ensure_topics
 
 pytestmark = pytest.mark.kafka
 HELPERS = Path(__file__).parent / "helpers.py"
@@ -377,3 +382,32 @@ def test_workers_ride_out_a_broker_outage(broker_outage):
 def test_a_worker_retrying_a_down_broker_closes_its_clients(broker_outage):
     _, logs = broker_outage
     assert not [line for line in logs["double.1.log"] if "Unclosed AIOKafka" in line]
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_run_with_workers_restarts_a_crashed_worker(kafka, tmp_path):
+    reference = f"{HELPERS}:fault_graph"
+    plan = build_plan(load_graph(reference))
+    ensure_topics(kafka, plan)
+    command = [sys.executable, "-m", "pipeline.cli", "run", reference, "--bootstrap", kafka, "--workers", "2"]
+    with open(tmp_path / "supervisor.log", "wb") as log:
+        supervisor = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        warm = [Request({"inputs": [[1.0]]})]
+        assert asyncio.run(drive(kafka, reference, warm, timeout_s=90))[0].answered == 1
+        first = _children(supervisor.pid)
+        assert len(first) == 2
+        os.kill(first[0], signal.SIGKILL)
+        requests = [Request({"inputs": [[float(i)]]}) for i in range(200)]
+        summary, _, _ = asyncio.run(drive(kafka, reference, requests, timeout_s=90))
+        assert (summary.answered, summary.missing) == (200, 0)
+        replaced = _children(supervisor.pid)
+        assert len(replaced) == 2 and first[0] not in replaced and first[1] in replaced
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        code = supervisor.wait(30)
+    assert code == 0, (tmp_path / "supervisor.log").read_text()[-2000:]
+    assert "worker 0 exited with -9; restarting it" in (tmp_path / "supervisor.log").read_text()
