@@ -154,6 +154,7 @@ class StreamAgent:
         for outcome in await self._run_step(events):
             sends.extend(self._route(outcome, originals))
         self.processed += len(events)
+        logger.debug("agent %s: %d records -> %d sends", self.agent.name, len(originals), len(sends))
         if self.exactly_once:
             await self._send_transaction(sends)
         else:
@@ -292,6 +293,7 @@ class StreamAgent:
             await self._rewind()
             return
         self._committed.update(offsets)
+        logger.debug("agent %s: transaction committed %s", self.agent.name, offsets)
 
     async def _rewind(self) -> None:
         """Seek every partition back to its committed offset and forget what was held."""

@@ -20,3 +20,5 @@ def test_repeats_are_suppressed_then_counted():
     slow._last[("aiokafka", "Unable connect to node %s")] = (float("-inf"), 999)
     again = logging.makeLogRecord({"name": "aiokafka", "msg": "Unable connect to node %s", "args": (1,)})
     assert slow.filter(again) and again.getMessage().startswith("Unable connect to node 1 (and 999 more like it")
+    ours = [logging.makeLogRecord({"name": "pipeline.agent", "msg": "agent %s assigned"}) for _ in range(3)]
+    assert all(slow.filter(record) for record in ours)  # only the Kafka client's lines are limited
