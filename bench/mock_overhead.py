@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from timing import best_of
 
 from examples.iris.iris import Preprocess, build, postprocess
 from pipeline import Graph
@@ -29,17 +30,6 @@ class Identity(ModelServer):
 
     def predict(self, body: dict[str, Any]) -> list:
         return body["inputs"]
-
-
-def best_of(call, repeat: int, rounds: int = 5) -> float:
-    """The fastest mean µs per call over ``rounds`` rounds of ``repeat`` calls."""
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(repeat):
-            call()
-        best = min(best, (time.perf_counter() - start) / repeat * 1e6)
-    return best
 
 
 def noop(body: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from pipeline.plan import Agent, Plan
 from steps.base import Emit, Outcome
 
 logger = logging.getLogger(__name__)
+INLINE_BELOW_S = 0.005  # a step whose batches take less than this runs on the event loop
 
 
 @dataclass(frozen=True)
@@ -33,13 +34,13 @@ class AgentSettings:
     """Batching, client and group settings shared by every agent of a process."""
 
     max_batch_size: int = 500
-    max_batch_time_ms: int = 5
+    max_batch_time_ms: int = 100  # poll wait when nothing is buffered; a batch is what arrived by then
     linger_ms: int = 1
     max_request_size: int = 1_048_576
     compression_type: str | None = None
     session_timeout_ms: int = 6_000
     heartbeat_interval_ms: int = 1_500
-    fetch_max_wait_ms: int = 50
+    fetch_max_wait_ms: int = 500  # the broker answers as soon as a record arrives; this only saves idle polls
     instance: int = 0
 
 
@@ -64,6 +65,7 @@ class StreamAgent:
         self._committed: dict[TopicPartition, int] = {}
         self._lock = asyncio.Lock()
         self._overrun: asyncio.Future | None = None
+        self._inline = False  # the first batch runs in a thread: its cost is unknown
         self.processed = 0
 
     # -- life cycle -------------------------------------------------------------
@@ -167,14 +169,18 @@ class StreamAgent:
         return outcomes + step.expire(time.monotonic())
 
     async def _process(self, events: list[Event]) -> list[Outcome]:
-        """The step's outcomes, computed off the event loop so heartbeats go on during long batches."""
+        """The step's outcomes. A step whose last batch took over 5 ms (or that has a deadline)
+        runs in a thread, so heartbeats go on during long batches; quick ones run inline."""
         step = self.agent.step
         if self._overrun is not None:  # a batch past its deadline still holds the step: wait for it
             with contextlib.suppress(Exception):
                 await self._overrun
             self._overrun = None
-        work = asyncio.ensure_future(asyncio.to_thread(step.process, events))
+        started = time.perf_counter()
         try:
+            if self._inline and step.deadline_ms is None:
+                return step.process(events)
+            work = asyncio.ensure_future(asyncio.to_thread(step.process, events))
             if step.deadline_ms is None:
                 return await work
             return await asyncio.wait_for(asyncio.shield(work), step.deadline_ms / 1000)
@@ -188,6 +194,8 @@ class StreamAgent:
         except Exception as exc:  # a broken step must not stop the agent
             logger.exception("step %s failed a whole batch of %d events", self.agent.name, len(events))
             return [step.fail(event, StepError(f"step crashed: {exc!r}")) for event in events]
+        finally:
+            self._inline = time.perf_counter() - started < INLINE_BELOW_S
 
     def _decode(self, record: ConsumerRecord) -> Event:
         headers = {name: value for name, value in record.headers}

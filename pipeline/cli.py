@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--instance", type=int, default=0, help=argparse.SUPPRESS)
     run.add_argument("--config", help="topics.yaml used when starting the embedded broker")
     run.add_argument("--max-batch-size", type=int, default=500)
-    run.add_argument("--max-batch-time-ms", type=int, default=5)
+    run.add_argument("--max-batch-time-ms", type=int, default=100, help="poll wait when idle")
     broker_option(run)
 
     produce = add("produce", cmd_produce, "send JSON-lines requests to a graph's input topic")

@@ -75,7 +75,7 @@ def decode_request(data: bytes | None, headers: dict[str, bytes], key: bytes | N
         raise CodecError("empty request: expected a JSON object or msgpack map with 'inputs'")
     fmt = detect(data)
     try:
-        body = json.loads(data) if fmt == "json" else unpack(data)
+        body = _json_loads(data) if fmt == "json" else unpack(data)
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise CodecError(
             f"request is neither valid JSON nor msgpack ({fmt} parse failed: {type(exc).__name__}: {exc})"
@@ -87,9 +87,20 @@ def decode_request(data: bytes | None, headers: dict[str, bytes], key: bytes | N
     return Event(body, str(event_id), path, key, headers, {"format": fmt})
 
 
+def _json_loads(data: bytes) -> Any:
+    try:
+        text = data.decode()  # str parses faster than bytes (no encoding detection)
+    except UnicodeDecodeError:
+        return json.loads(data)  # UTF-16/32 JSON
+    return json.loads(text)
+
+
 def encode_envelope(event: Event) -> bytes:
-    """The event as it travels between steps."""
-    return pack({"id": event.id, "path": event.path, "body": event.body, "meta": event.meta, "key": event.key})
+    """The event as it travels between steps (without ``meta["src"]``, the reading agent's position)."""
+    meta = event.meta
+    if "src" in meta:
+        meta = {k: v for k, v in meta.items() if k != "src"}
+    return pack({"id": event.id, "path": event.path, "body": event.body, "meta": meta, "key": event.key})
 
 
 def decode_envelope(data: bytes | None, headers: dict[str, bytes]) -> Event:
@@ -110,4 +121,4 @@ def encode_response(body: Any, fmt: Format = "json") -> bytes:
 
 def decode_response(data: bytes) -> Any:
     """A sink or request record's body, JSON or msgpack."""
-    return json.loads(data) if detect(data) == "json" else unpack(data)
+    return _json_loads(data) if detect(data) == "json" else unpack(data)

@@ -75,10 +75,17 @@ def _tensor_rows(tensor: dict) -> np.ndarray:
         raise StepError(f"V2 tensor {tensor.get('name', '?')!r} has a bad shape or data: {exc}") from exc
 
 
-def response(event_id: str, model_name: str, outputs: Any, *, model_version: str | None = None) -> dict[str, Any]:
-    """A V2 response body."""
+def now() -> str:
+    """The current time as a response timestamp (ISO 8601, UTC)."""
+    return datetime.now(timezone.utc).isoformat()
+
+
+def response(
+    event_id: str, model_name: str, outputs: Any, *, model_version: str | None = None, timestamp: str | None = None
+) -> dict[str, Any]:
+    """A V2 response body (``timestamp`` defaults to now)."""
     body: dict[str, Any] = {"id": event_id, "model_name": model_name, "outputs": outputs}
     if model_version is not None:
         body["model_version"] = model_version
-    body["timestamp"] = datetime.now(timezone.utc).isoformat()
+    body["timestamp"] = timestamp or now()
     return body

@@ -9,7 +9,7 @@ import numpy as np
 
 from pipeline.errors import StepError
 from pipeline.events import Event
-from pipeline.protocol import model_inputs, parse_path, response
+from pipeline.protocol import model_inputs, now, parse_path, response
 from steps.base import Emit, Outcome, Step
 
 
@@ -106,16 +106,17 @@ class ModelServer(Step):
             return [self.fail(batch[0][0], exc)]
         if len(batch) == 1:
             return [self._respond(batch[0][0], outputs)]
-        outcomes, start = [], 0
+        outcomes, start, timestamp = [], 0, now()
         for event, _, rows in batch:
             stop = start + len(rows)
-            outcomes.append(self._respond(event, outputs[start:stop]))
+            outcomes.append(self._respond(event, outputs[start:stop], timestamp))
             start = stop
         return outcomes
 
-    def _respond(self, event: Event, outputs: Any) -> Outcome:
+    def _respond(self, event: Event, outputs: Any, timestamp: str | None = None) -> Outcome:
         try:
-            body = self.postprocess(response(event.id, self.name, outputs, model_version=self.version))
+            body = response(event.id, self.name, outputs, model_version=self.version, timestamp=timestamp)
+            body = self.postprocess(body)
         except Exception as exc:
             return self.fail(event, exc)
         return Emit(event.derive(body))
