@@ -1,8 +1,8 @@
 """The stream agent: consume a batch -> run the step -> produce every output -> commit.
 
-Offsets are committed only after every output of the batch is acknowledged, and
-never past an event a step still holds (an open join), so a crash loses nothing
-(at-least-once). With ``guarantee="exactly_once"`` the outputs and the offsets
+Offsets are committed (every ``commit_interval_ms``) only after every output of the
+records they cover is acknowledged, and never past an event a step still holds (an
+open join), so a crash loses nothing (at-least-once). With ``guarantee="exactly_once"`` the outputs and the offsets
 are one Kafka transaction and readers use ``read_committed``.
 """
 
@@ -41,6 +41,7 @@ class AgentSettings:
     session_timeout_ms: int = 6_000
     heartbeat_interval_ms: int = 1_500
     fetch_max_wait_ms: int = 500  # the broker answers as soon as a record arrives; this only saves idle polls
+    commit_interval_ms: int = 100  # at-least-once: outputs are awaited and offsets committed this often
     instance: int = 0
 
 
@@ -66,6 +67,8 @@ class StreamAgent:
         self._lock = asyncio.Lock()
         self._overrun: asyncio.Future | None = None
         self._inline = False  # the first batch runs in a thread: its cost is unknown
+        self._in_flight: list[tuple[_Send, asyncio.Future]] = []
+        self._last_commit = time.monotonic()
         self.processed = 0
 
     # -- life cycle -------------------------------------------------------------
@@ -160,8 +163,9 @@ class StreamAgent:
         if self.exactly_once:
             await self._send_transaction(sends)
         else:
-            await self._send_all(sends)
-            await self._commit()
+            await self._dispatch(sends)
+            if time.monotonic() - self._last_commit >= self.settings.commit_interval_ms / 1000:
+                await self._commit()
 
     async def _run_step(self, events: list[Event]) -> list[Outcome]:
         step = self.agent.step
@@ -252,18 +256,21 @@ class StreamAgent:
             logger.exception("error handler of graph %s failed", self.plan.graph.name)
 
     # -- producing and committing -------------------------------------------------
-    async def _send_all(self, sends: list[_Send]) -> None:
-        """Send everything and await delivery; a record too large for its topic is dead-lettered."""
-        pending = [(send, await self._send(send)) for send in sends]
-        results = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
-        rejected = []
-        for (send, _), result in zip(pending, results):
-            if isinstance(result, MessageSizeTooLargeError) and send.source is not None and send.topic != self.plan.dlq:
-                rejected.append(self._too_large(send, "the topic's max.message.bytes"))
-            elif isinstance(result, BaseException):
-                raise result
-        if rejected:
-            await self._send_all(rejected)
+    async def _dispatch(self, sends: list[_Send]) -> None:
+        """Hand ``sends`` to the producer; their delivery is awaited by :meth:`_deliver`."""
+        for send in sends:
+            self._in_flight.append((send, await self._send(send)))
+
+    async def _deliver(self) -> None:
+        """Await every record in flight; one too large for its topic is dead-lettered instead."""
+        while self._in_flight:
+            pending, self._in_flight = self._in_flight, []
+            results = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
+            for (send, _), result in zip(pending, results):
+                if isinstance(result, MessageSizeTooLargeError) and send.source is not None:
+                    await self._dispatch([self._too_large(send, "the topic's max.message.bytes")])
+                elif isinstance(result, BaseException):
+                    raise result
 
     async def _send(self, send: _Send) -> asyncio.Future:
         try:
@@ -291,7 +298,8 @@ class StreamAgent:
             return
         try:
             async with self.producer.transaction():
-                await self._send_all(sends)
+                await self._dispatch(sends)
+                await self._deliver()
                 if offsets:
                     await self.producer.send_offsets_to_transaction(offsets, self.group)
         except KafkaError as exc:
@@ -328,6 +336,9 @@ class StreamAgent:
         return {tp: o for tp, o in offsets.items() if self._committed.get(tp) != o}
 
     async def _commit(self) -> None:
+        """Await every output in flight, then commit the offsets they answer."""
+        await self._deliver()
+        self._last_commit = time.monotonic()
         offsets = self._safe_offsets()
         if not offsets:
             return
