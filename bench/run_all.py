@@ -20,6 +20,7 @@ from common import BENCH, RESULTS, ROOT, environment, parser
 
 # (name, one line on what it measures); each is bench/<name>.py writing bench/results/<name>.json
 BENCHMARKS = [
+    ("demo", "the README's `streamserve demo`: 1,000 requests through the iris graph's seven workers"),
     ("floor", "streamserve's iris lr path against the same hops written by hand on aiokafka"),
     ("latency", "end-to-end latency through the deployed iris graph at steady rates and open loop"),
     ("scaling", "a CPU-heavy model step with 1 and 2 workers"),
