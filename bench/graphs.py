@@ -40,6 +40,12 @@ def iris_graph(name: str | None = None) -> Graph:
     return Graph.from_dict({**data, "name": name, "source": f"{name}.requests", "sink": f"{name}.predictions"})
 
 
+def iris_eos_graph(name: str | None = None) -> Graph:
+    """The iris graph under ``guarantee="exactly_once"``."""
+    data = iris_graph(_name(name, "iris-eos")).to_dict()
+    return Graph.from_dict({**data, "guarantee": "exactly_once"})
+
+
 def lr_graph(name: str | None = None) -> Graph:
     """One step: the iris LogisticRegression, as a model server alone would serve it."""
     graph = Graph(_name(name, "lr"))

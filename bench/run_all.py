@@ -23,6 +23,7 @@ BENCHMARKS = [
     ("demo", "the README's `streamserve demo`: 1,000 requests through the iris graph's seven workers"),
     ("floor", "streamserve's iris lr path against the same hops written by hand on aiokafka"),
     ("latency", "end-to-end latency through the deployed iris graph at steady rates and open loop"),
+    ("exactly_once", "the cost of exactly-once against at-least-once on the iris lr path"),
     ("scaling", "a CPU-heavy model step with 1 and 2 workers"),
     ("cost", "CPU seconds per 10,000 requests, memory and idle CPU of every iris worker"),
     ("peer", "MLServer 1.7 in Kafka mode on the same broker; MLRun's mock server against ours"),

@@ -95,16 +95,12 @@ async def _count_answers(kafka: str, topic: str, ids: set[str], *, grace_s: floa
     return counts
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug: under exactly-once a rebalance during a transaction can lose one in-flight batch "
-    "(one worker's session expires while its offset commit waits on the rebalance); see docs/reliability.md",
-)
 def test_exactly_once_output_survives_a_killed_worker(kafka, deployment):
     reference, plan, workers = deployment("exactly_once_graph", {"echo": 2})
     warm = [Request({"inputs": [[1, 2]]})]
     assert asyncio.run(drive(kafka, reference, warm, timeout_s=90))[0].answered == 1
-    requests = [Request({"inputs": [[i, 1]]}, key=f"k{i % 40}".encode()) for i in range(3000)]
+    # rows start at 1000: Echo's 777 (oversized) and 999 (slow) rows stay out of this test
+    requests = [Request({"inputs": [[1000 + i, 1]]}, key=f"k{i % 40}".encode()) for i in range(3000)]
 
     async def traffic_with_a_crash() -> None:
         sending = asyncio.create_task(produce(kafka, plan.source, requests, rate=1000))
