@@ -352,16 +352,11 @@ class StreamAgent:
         self._committed.update(offsets)
 
     async def revoke(self, partitions: set[TopicPartition]) -> None:
-        """Forget the state of ``partitions``; at-least-once first finishes the batch in flight and commits.
-
-        Under exactly-once the batch in flight is not awaited: its transaction commits or aborts on
-        its own, and waiting here would hold up the rebalance its offset commit may be waiting for.
-        """
-        if self.exactly_once:
-            self._forget(partitions)
-            return
+        """Finish the batch in flight (its transaction, or at-least-once a commit), then forget
+        the state of ``partitions``, so their next owner starts where this worker stopped."""
         async with self._lock:
-            await self._commit()
+            if not self.exactly_once:
+                await self._commit()
             self._forget(partitions)
 
     def _forget(self, partitions: set[TopicPartition]) -> None:
