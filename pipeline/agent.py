@@ -27,6 +27,7 @@ from steps.base import Emit, Outcome
 
 logger = logging.getLogger(__name__)
 INLINE_BELOW_S = 0.005  # a step whose batches take less than this runs on the event loop
+CLOSE_TIMEOUT_S = 15.0  # the longest a stop waits on the broker
 
 
 @dataclass(frozen=True)
@@ -131,13 +132,28 @@ class StreamAgent:
             ) from exc
 
     async def _close(self) -> None:
+        """Commit what is safe, leave the group, flush; bounded, so a vanished broker cannot hold a stop."""
+        try:
+            await asyncio.wait_for(self._shutdown(), CLOSE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            logger.warning(
+                "agent %s: the broker did not answer within %.0f s of stopping; left without a "
+                "final commit (the last records will be redelivered)",
+                self.agent.name,
+                CLOSE_TIMEOUT_S,
+            )
+        logger.info("agent %s stopped after %d events", self.agent.name, self.processed)
+
+    async def _shutdown(self) -> None:
         if not self.exactly_once:  # exactly-once commits only inside its transactions
             with contextlib.suppress(Exception):
                 async with self._lock:
                     await self._commit()
-        await self.consumer.stop()
-        await self.producer.stop()
-        logger.info("agent %s stopped after %d events", self.agent.name, self.processed)
+        for client in (self.consumer, self.producer):
+            try:
+                await client.stop()
+            except (KafkaError, OSError, asyncio.CancelledError) as exc:  # aiokafka's own tasks, cancelled
+                logger.warning("agent %s: %s did not stop cleanly (%r)", self.agent.name, type(client).__name__, exc)
 
     # -- one batch --------------------------------------------------------------
     async def handle(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from pipeline.plan import Plan
 
 logger = logging.getLogger(__name__)
 MAX_BACKOFF_S = 30.0
+STOP_GRACE_S = 10.0
 
 
 def select_agents(plan: Plan, names: Sequence[str] | None) -> list[str]:
@@ -53,7 +55,7 @@ async def _keep_running(agent: StreamAgent, stopping: asyncio.Event) -> None:
     backoff = 1.0
     while not stopping.is_set():
         try:
-            await agent.run(stopping)
+            await _run_until_stopped(agent, stopping)
             return
         except KafkaConnectionError as exc:
             logger.warning(
@@ -68,6 +70,28 @@ async def _keep_running(agent: StreamAgent, stopping: asyncio.Event) -> None:
             except asyncio.TimeoutError:
                 pass
             backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+
+async def _run_until_stopped(agent: StreamAgent, stopping: asyncio.Event) -> None:
+    """``agent.run``; once stopping, it gets ``STOP_GRACE_S`` to finish its batch before it is
+    cancelled (a batch can hang on a broker that vanished; cancelled, it is not committed)."""
+    task = asyncio.ensure_future(agent.run(stopping))
+    stopped = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            done, _ = await asyncio.wait([task], timeout=STOP_GRACE_S)
+            if not done:
+                logger.warning(
+                    "agent %s: batch still running %.0f s after the stop; cancelling it", agent.agent.name, STOP_GRACE_S
+                )
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                return
+        await task
+    finally:
+        stopped.cancel()
 
 
 def run_workers(reference: str, bootstrap: str, names: Sequence[str] | None, workers: int) -> int:
