@@ -35,7 +35,7 @@ async def soak(deployment: Deployment, minutes: float, rate: float) -> dict:
         async for topic, record in consume(
             deployment.bootstrap, topics, timeout_s=minutes * 60 + 120, until=done.is_set
         ):
-            event_id = record.headers.get("id", b"").decode()
+            event_id = record.event_id
             if event_id not in sent_at or event_id in seen:
                 continue
             seen.add(event_id)

@@ -46,6 +46,11 @@ class Received:
     received_s: float
     value: bytes
 
+    @property
+    def event_id(self) -> str:
+        """The id of the event this record answers (its ``id`` header)."""
+        return self.headers.get("id", b"").decode(errors="replace")
+
 
 async def produce(
     bootstrap: str,

@@ -95,7 +95,7 @@ async def drive(
 
     async def read() -> None:
         async for topic, record in consume(bootstrap, [plan.sink, plan.dlq], timeout_s=timeout_s):
-            event_id = record.headers.get("id", b"").decode()
+            event_id = record.event_id
             if event_id not in expected:
                 continue
             if topic == plan.dlq:

@@ -34,6 +34,10 @@ class Event:
         """The same event (id, path, key, headers, meta) carrying a new body."""
         return Event(body, self.id, self.path, self.key, self.headers, dict(self.meta))
 
+    def copy(self) -> Event:
+        """An independent copy for another branch: its own meta and (for a dict) its own body."""
+        return self.derive(dict(self.body) if isinstance(self.body, dict) else self.body)
+
 
 @dataclass(slots=True, frozen=True)
 class ErrorRecord:

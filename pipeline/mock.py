@@ -78,7 +78,7 @@ class MockServer:
                     outputs.append(current.body)
                     continue
                 consumers = self._consumers[topic]
-                delivered = [current, *(_copy(current) for _ in consumers[1:])]
+                delivered = [current, *(current.copy() for _ in consumers[1:])]
                 for agent, event in zip(consumers, delivered):
                     self._dispatch(agent, agent.step.process([event]), queue, errors)
             if not self._holders:
@@ -96,7 +96,7 @@ class MockServer:
                 targets = agent.targets(event, outcome.route)
                 queue.append((targets[0], event))
                 for topic in targets[1:]:
-                    queue.append((topic, _copy(event)))
+                    queue.append((topic, event.copy()))
                 continue
             reply = agent.reply_topic(event)
             if reply is not None:
@@ -113,7 +113,3 @@ class MockServer:
             except Exception:
                 logger.exception("error handler of graph %r failed on %r", self.graph.name, record)
         return record
-
-
-def _copy(event: Event) -> Event:
-    return event.derive(dict(event.body) if isinstance(event.body, dict) else event.body)

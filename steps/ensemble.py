@@ -46,8 +46,7 @@ class Ensemble(Step):
         outcomes: list[Outcome] = []
         for event in events:
             for member in self.members:
-                body = dict(event.body) if isinstance(event.body, dict) else event.body
-                copy = event.derive(body)
+                copy = event.copy()
                 copy.meta["join"] = self.name
                 outcomes.append(Emit(copy, member))
         return outcomes

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
+
+from helpers import run_name
 
 from pipeline import Graph
 from steps import Dedupe, ModelServer
 
 
-def _name(base: str) -> str:
-    return f"{base}{os.environ.get('STREAMSERVE_TEST_RUN', '')}"
-
-
 class Echo(ModelServer):
-    """Returns each row's sum; sleeps ``delay_s`` when a row starts with 999; bloats on 777."""
+    """Returns each row's sum; sleeps 1 s when a row starts with 999; bloats on 777."""
 
     def predict(self, body: dict[str, Any]) -> list:
         rows = body["inputs"]
@@ -35,7 +32,7 @@ class WrongRows(ModelServer):
 
 def inputs_graph() -> Graph:
     """router(echo with a 500 ms deadline, short) -> unique, for bad-input tests."""
-    graph = Graph(_name("inputs"))
+    graph = Graph(run_name("inputs"))
     router = graph.to_router("models", default="echo")
     router.add_model("echo", Echo, deadline_ms=500)
     router.add_model("short", WrongRows)
@@ -45,6 +42,6 @@ def inputs_graph() -> Graph:
 
 def exactly_once_graph() -> Graph:
     """router(echo) under exactly-once."""
-    graph = Graph(_name("eos"), guarantee="exactly_once")
+    graph = Graph(run_name("eos"), guarantee="exactly_once")
     graph.to_router("models", default="echo").add_model("echo", Echo)
     return graph

@@ -79,28 +79,36 @@ class Slow(ModelServer):
         return [self.value * row[0] for row in body["inputs"]]
 
 
-def slow_ensemble_graph():
-    """router(fast, slow, mean) where ``slow`` takes 300 ms per batch."""
+def run_name(base: str) -> str:
+    """``base`` plus this test run's suffix, so topics and groups start empty."""
     import os
 
+    return f"{base}{os.environ.get('STREAMSERVE_TEST_RUN', '')}"
+
+
+def _slow_ensemble(base: str, delay_s: float, timeout_ms: int):
+    """router(fast, slow, mean): ``slow`` takes ``delay_s`` per batch; ``mean`` averages both."""
     from pipeline import Graph
     from steps import VotingEnsemble
 
-    graph = Graph(f"slowens{os.environ.get('STREAMSERVE_TEST_RUN', '')}")
+    graph = Graph(run_name(base))
     router = graph.to_router("models", default="mean")
     router.add_model("fast", Slow, value=1.0)
-    router.add_model("slow", Slow, value=3.0, delay_s=0.3)
-    router.add_model("mean", VotingEnsemble(["fast", "slow"], vote="regression", timeout_ms=30_000))
+    router.add_model("slow", Slow, value=3.0, delay_s=delay_s)
+    router.add_model("mean", VotingEnsemble(["fast", "slow"], vote="regression", timeout_ms=timeout_ms))
     return graph
+
+
+def slow_ensemble_graph():
+    """router(fast, slow, mean) where ``slow`` takes 300 ms per batch."""
+    return _slow_ensemble("slowens", 0.3, 30_000)
 
 
 def fault_graph():
     """router -> one cheap model ``double`` (Doubler): the fault tests' small graph, named per test run."""
-    import os
-
     from pipeline import Graph
 
-    graph = Graph(f"faults{os.environ.get('STREAMSERVE_TEST_RUN', '')}")
+    graph = Graph(run_name("faults"))
     graph.to_router("models", default="double").add_model("double", Doubler)
     return graph
 
@@ -108,14 +116,4 @@ def fault_graph():
 def slow_join_graph():
     """router(fast, slow, mean): ``slow`` takes 0.5 s per batch so the join always holds open
     events; a join missing a part times out after 5 s (into the dead-letter topic)."""
-    import os
-
-    from pipeline import Graph
-    from steps import VotingEnsemble
-
-    graph = Graph(f"slowjoin{os.environ.get('STREAMSERVE_TEST_RUN', '')}")
-    router = graph.to_router("models", default="mean")
-    router.add_model("fast", Slow, value=1.0)
-    router.add_model("slow", Slow, value=3.0, delay_s=0.5)
-    router.add_model("mean", VotingEnsemble(["fast", "slow"], vote="regression", timeout_ms=5_000))
-    return graph
+    return _slow_ensemble("slowjoin", 0.5, 5_000)

@@ -35,8 +35,13 @@ def test_numpy_arrays_travel_compactly_and_decode_without_copying():
 def test_envelope_round_trip_keeps_id_path_key_meta_and_body():
     event = Event({"inputs": np.eye(2), "n": np.int64(3)}, "e1", "/v2/models/m/infer", b"k", {}, {"part": "pre"})
     back = decode_envelope(encode_envelope(event), {"model": b"m"})
-    assert (back.id, back.path, back.key, back.meta, back.headers) == ("e1", event.path, b"k", {"part": "pre"},
-                                                                     {"model": b"m"})
+    assert (back.id, back.path, back.key, back.meta, back.headers) == (
+        "e1",
+        event.path,
+        b"k",
+        {"part": "pre"},
+        {"model": b"m"},
+    )
     np.testing.assert_array_equal(back.body["inputs"], np.eye(2))
     assert back.body["n"] == 3
 
@@ -46,8 +51,11 @@ def test_requests_in_json_or_msgpack_are_detected_and_answered_in_kind():
     from_json = decode_request(json.dumps(body).encode(), {}, None)
     from_msgpack = decode_request(msgpack.packb(body), {"path": b"/v2/models/a/infer"}, b"key")
     assert (from_json.id, from_json.meta["format"]) == ("r1", "json")
-    assert (from_msgpack.path, from_msgpack.key, from_msgpack.meta["format"]) == ("/v2/models/a/infer", b"key",
-                                                                                  "msgpack")
+    assert (from_msgpack.path, from_msgpack.key, from_msgpack.meta["format"]) == (
+        "/v2/models/a/infer",
+        b"key",
+        "msgpack",
+    )
     response = {"outputs": np.array([1, 2])}
     assert decode_response(encode_response(response, "json")) == {"outputs": [1, 2]}
     assert decode_response(encode_response(response, "msgpack")) == {"outputs": [1, 2]}

@@ -121,7 +121,7 @@ class Traffic:
         ids = {request.id for request in self.requests}
         pending = set(ids)
         async for topic, record in consume(self.bootstrap, [self.plan.sink, self.plan.dlq], timeout_s=3600):
-            event_id = record.headers.get("id", b"").decode()
+            event_id = record.event_id
             if event_id not in ids:
                 continue  # the warm-up's
             (self.dead if topic == self.plan.dlq else self.answers)[event_id].append(record)

@@ -44,8 +44,10 @@ def deployment(kafka, tmp_path, monkeypatch):
 
 
 def reasons(dead: dict) -> dict[str, tuple[str, str, str]]:
-    return {i: (r.headers["step"].decode(), r.headers["error_type"].decode(), r.headers["error"].decode())
-            for i, r in dead.items()}
+    return {
+        i: (r.headers["step"].decode(), r.headers["error_type"].decode(), r.headers["error"].decode())
+        for i, r in dead.items()
+    }
 
 
 def test_deadline_wrong_rows_and_oversized_outputs_are_dead_lettered(kafka, deployment):
@@ -77,8 +79,9 @@ def test_dedupe_step_lets_one_copy_of_each_event_reach_the_output(kafka, deploym
     assert counts == {r.id: 1 for r in requests}
 
 
-async def _count_answers(kafka: str, topic: str, ids: set[str], *, grace_s: float,
-                         read_committed: bool = False) -> Counter:
+async def _count_answers(
+    kafka: str, topic: str, ids: set[str], *, grace_s: float, read_committed: bool = False
+) -> Counter:
     """How often each of ``ids`` appears on ``topic``: read until all appeared, then ``grace_s`` more."""
     counts: Counter = Counter()
     complete_at: list[float] = []
@@ -89,7 +92,7 @@ async def _count_answers(kafka: str, topic: str, ids: set[str], *, grace_s: floa
         return bool(complete_at) and time.monotonic() - complete_at[0] > grace_s
 
     async for _, record in consume(kafka, [topic], timeout_s=180, read_committed=read_committed, until=done):
-        event_id = record.headers.get("id", b"").decode()
+        event_id = record.event_id
         if event_id in ids:
             counts[event_id] += 1
     return counts

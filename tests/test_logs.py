@@ -11,8 +11,10 @@ def test_repeats_are_suppressed_then_counted():
     limiter = RepeatLimiter(interval_s=0.0)
     assert limiter.filter(logging.makeLogRecord({"name": "aiokafka", "msg": "down %s"}))
     slow = RepeatLimiter(interval_s=3600)
-    records = [logging.makeLogRecord({"name": "aiokafka", "msg": "Unable connect to node %s", "args": (i,)})
-               for i in range(1000)]
+    records = [
+        logging.makeLogRecord({"name": "aiokafka", "msg": "Unable connect to node %s", "args": (i,)})
+        for i in range(1000)
+    ]
     passed = [record for record in records if slow.filter(record)]
     assert len(passed) == 1 and passed[0].args == (0,)
     other = logging.makeLogRecord({"name": "aiokafka", "msg": "another message"})
