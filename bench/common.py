@@ -38,6 +38,7 @@ RESULTS = BENCH / "results"
 sys.path.insert(0, str(ROOT))
 
 import graphs  # noqa: E402  (bench/graphs.py, after the path set-up above)
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
 from pipeline.broker import KAFKA_VERSION, EmbeddedKafka  # noqa: E402
 from pipeline.client import Request, consume, produce  # noqa: E402
@@ -87,7 +88,50 @@ def kafka(bootstrap: str | None) -> Iterator[Broker]:
         return
     print("starting the embedded Apache Kafka broker ...", flush=True)
     with EmbeddedKafka() as broker:
+        print(f"warming the broker up for {BROKER_WARM_UP_S:.0f} s ...", flush=True)
+        warm_broker(broker.bootstrap, BROKER_WARM_UP_S)
         yield Broker(broker.bootstrap, broker.pid)
+
+
+BROKER_WARM_UP_S = 20.0
+
+
+def warm_broker(bootstrap: str, seconds: float, rate: float = 2000) -> None:
+    """Small produce, fetch and commit requests at ``rate`` records/s for ``seconds`` on a scratch topic.
+
+    A fresh broker's JVM compiles its request paths during the first tens of seconds of traffic: measured
+    here, it used a whole core at 1,000 events/s for ~30 s and doubled end-to-end latency, so whichever
+    system a script measured first would pay for it.
+    """
+    topic = fresh_name("warm-up")
+    create(bootstrap, [topic])
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=1)
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=bootstrap, group_id=topic, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+        await producer.start()
+        await consumer.start()
+        deadline = time.monotonic() + seconds
+
+        async def read() -> None:
+            while time.monotonic() < deadline:
+                if await consumer.getmany(timeout_ms=100):
+                    await consumer.commit()
+
+        reader = asyncio.create_task(read())
+        sent, start = 0, time.monotonic()
+        while time.monotonic() < deadline:
+            await producer.send(topic, b"x" * 100, key=str(sent % 16).encode())
+            sent += 1
+            if sent % 10 == 0:
+                await asyncio.sleep(max(0.0, start + sent / rate - time.monotonic()))
+        await reader
+        await producer.stop()
+        await consumer.stop()
+
+    asyncio.run(run())
 
 
 def create(bootstrap: str, topics: Sequence[str], partitions: int = 4) -> None:
@@ -292,6 +336,27 @@ class Run:
             "send_events_per_s": self.send_rate(),
             "latency_ms": self.latency_ms(),
         }
+
+
+@contextlib.contextmanager
+def machine_busy() -> Iterator[dict[str, float]]:
+    """Yields a dict that holds, once the block ends, ``busy_pct``: the share of every core's time the
+    machine spent busy (all processes, from /proc/stat) during the block; 0 where /proc/stat is missing."""
+    figures: dict[str, float] = {"busy_pct": 0.0}
+
+    def ticks() -> tuple[int, int]:
+        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # all, idle + iowait
+
+    try:
+        total, idle = ticks()
+    except OSError:
+        yield figures
+        return
+    yield figures
+    total_after, idle_after = ticks()
+    spent = total_after - total
+    figures["busy_pct"] = 100 * (1 - (idle_after - idle) / spent) if spent else 0.0
 
 
 def percentiles(values: Sequence[float], points: Sequence[int] = (50, 95, 99)) -> dict[str, float]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaConnectionError, KafkaError, MessageSizeTooLargeError
+from aiokafka.partitioner import murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from pipeline.codec import decode_envelope, decode_request, encode_envelope, encode_response
 from pipeline.errors import CodecError, DeploymentError, StepError
@@ -28,6 +31,7 @@ from steps.base import Emit, Outcome
 logger = logging.getLogger(__name__)
 INLINE_BELOW_S = 0.005  # a step whose batches take less than this runs on the event loop
 CLOSE_TIMEOUT_S = 15.0  # the longest a stop waits on the broker
+BATCH_BYTES = 16_384  # the producer's batch_size (aiokafka's default); a larger record is sent alone
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,30 @@ class _Send:
     source: ConsumerRecord | None = None  # the record it answers, dead-lettered if it cannot be sent
 
 
+@dataclass(slots=True)
+class _Batch:
+    """Records handed to the producer as one record batch, and the batch's delivery."""
+
+    topic: str
+    partition: int
+    sends: list[_Send]
+    delivery: asyncio.Future
+
+
+class _Partitioner:
+    """Kafka's default partitioning (the Java client's and aiokafka's): keyed records by the
+    murmur2 hash of the key; records without a key all go to one partition picked at random."""
+
+    def __init__(self, partitions: set[int]) -> None:
+        self.partitions = sorted(partitions)
+        self.unkeyed = random.choice(self.partitions)
+
+    def __call__(self, key: bytes | None) -> int:
+        if key is None:
+            return self.unkeyed
+        return self.partitions[(murmur2(key) & 0x7FFFFFFF) % len(self.partitions)]
+
+
 class StreamAgent:
     """Runs one :class:`pipeline.plan.Agent` against a Kafka cluster until stopped."""
 
@@ -68,7 +96,8 @@ class StreamAgent:
         self._lock = asyncio.Lock()
         self._overrun: asyncio.Future | None = None
         self._inline = False  # the first batch runs in a thread: its cost is unknown
-        self._in_flight: list[tuple[_Send, asyncio.Future]] = []
+        self._in_flight: list[_Batch] = []  # sent since the last commit started
+        self._committing: asyncio.Task | None = None
         self._last_commit = time.monotonic()
         self.processed = 0
 
@@ -95,6 +124,7 @@ class StreamAgent:
             acks="all",
             enable_idempotence=self.exactly_once,
             linger_ms=s.linger_ms,
+            max_batch_size=BATCH_BYTES,
             max_request_size=s.max_request_size,
             compression_type=s.compression_type,
             **(transactional if self.exactly_once else {}),
@@ -148,7 +178,7 @@ class StreamAgent:
         if not self.exactly_once:  # exactly-once commits only inside its transactions
             with contextlib.suppress(Exception):
                 async with self._lock:
-                    await self._commit()
+                    await self._commit_all()
         for client in (self.consumer, self.producer):
             try:
                 await client.stop()
@@ -158,6 +188,7 @@ class StreamAgent:
     # -- one batch --------------------------------------------------------------
     async def handle(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Process one batch of records and commit what is safe to commit."""
+        s = self.settings
         sends: list[_Send] = []
         events: list[Event] = []
         originals: dict[tuple[int, int], ConsumerRecord] = {}
@@ -179,9 +210,11 @@ class StreamAgent:
         if self.exactly_once:
             await self._send_transaction(sends)
         else:
-            await self._dispatch(sends)
-            if time.monotonic() - self._last_commit >= self.settings.commit_interval_ms / 1000:
-                await self._commit()
+            self._in_flight += await self._dispatch(sends)
+            if self._committing is not None and self._committing.done():
+                await self._finish_commit()  # raises what a delivery raised: the batch is redelivered
+            if self._committing is None and time.monotonic() - self._last_commit >= s.commit_interval_ms / 1000:
+                self._start_commit()
 
     async def _run_step(self, events: list[Event]) -> list[Outcome]:
         step = self.agent.step
@@ -272,25 +305,66 @@ class StreamAgent:
             logger.exception("error handler of graph %s failed", self.plan.graph.name)
 
     # -- producing and committing -------------------------------------------------
-    async def _dispatch(self, sends: list[_Send]) -> None:
-        """Hand ``sends`` to the producer; their delivery is awaited by :meth:`_deliver`."""
+    async def _dispatch(self, sends: list[_Send]) -> list[_Batch]:
+        """Hand ``sends`` to the producer, one record batch per partition (a quarter of the CPU of
+        sending record by record); their delivery is awaited by :meth:`_deliver`."""
+        groups: dict[tuple[str, int], list[_Send]] = {}
+        partitioners: dict[str, _Partitioner] = {}
         for send in sends:
-            self._in_flight.append((send, await self._send(send)))
+            partitioner = partitioners.get(send.topic)
+            if partitioner is None:
+                partitioner = partitioners[send.topic] = _Partitioner(await self.producer.partitions_for(send.topic))
+            groups.setdefault((send.topic, partitioner(send.key)), []).append(send)
+        batches: list[_Batch] = []
+        for (topic, partition), group in groups.items():
+            batches += await self._send_batches(topic, partition, group)
+        return batches
 
-    async def _deliver(self) -> None:
-        """Await every record in flight; one too large for its topic is dead-lettered instead."""
-        while self._in_flight:
-            pending, self._in_flight = self._in_flight, []
-            results = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
-            for (send, _), result in zip(pending, results):
-                if isinstance(result, MessageSizeTooLargeError) and send.source is not None:
-                    await self._dispatch([self._too_large(send, "the topic's max.message.bytes")])
-                elif isinstance(result, BaseException):
+    async def _send_batches(self, topic: str, partition: int, sends: list[_Send]) -> list[_Batch]:
+        sent: list[_Batch] = []
+        batch, members = self.producer.create_batch(), []
+        for send in sends:
+            if len(send.value) > BATCH_BYTES:  # alone, through the producer's own size checks
+                sent.append(_Batch(topic, partition, [send], await self._send(send, partition)))
+                continue
+            if batch.append(key=send.key, value=send.value, timestamp=None, headers=send.headers) is None:
+                sent.append(await self._send_batch(topic, partition, batch, members))
+                batch, members = self.producer.create_batch(), []
+                batch.append(key=send.key, value=send.value, timestamp=None, headers=send.headers)  # always fits
+            members.append(send)
+        if members:
+            sent.append(await self._send_batch(topic, partition, batch, members))
+        return sent
+
+    async def _send_batch(self, topic: str, partition: int, batch: BatchBuilder, members: list[_Send]) -> _Batch:
+        batch.close()
+        return _Batch(topic, partition, members, await self.producer.send_batch(batch, topic, partition=partition))
+
+    async def _deliver(self, batches: list[_Batch]) -> None:
+        """Await ``batches``. One its topic refuses as too large is sent again record by record;
+        a record too large on its own is dead-lettered."""
+        while batches:
+            results = await asyncio.gather(*(batch.delivery for batch in batches), return_exceptions=True)
+            retries: list[_Batch] = []
+            for batch, result in zip(batches, results):
+                if not isinstance(result, BaseException):
+                    continue
+                if not isinstance(result, MessageSizeTooLargeError):
                     raise result
+                if len(batch.sends) > 1:
+                    for send in batch.sends:
+                        retries += await self._send_batches(batch.topic, batch.partition, [send])
+                elif batch.sends[0].source is not None:
+                    retries += await self._dispatch([self._too_large(batch.sends[0], "the topic's max.message.bytes")])
+                else:
+                    raise result
+            batches = retries
 
-    async def _send(self, send: _Send) -> asyncio.Future:
+    async def _send(self, send: _Send, partition: int) -> asyncio.Future:
         try:
-            return await self.producer.send(send.topic, send.value, key=send.key, headers=send.headers)
+            return await self.producer.send(
+                send.topic, send.value, key=send.key, headers=send.headers, partition=partition
+            )
         except MessageSizeTooLargeError:
             if send.topic == self.plan.dlq or send.source is None:
                 raise
@@ -314,8 +388,7 @@ class StreamAgent:
             return
         try:
             async with self.producer.transaction():
-                await self._dispatch(sends)
-                await self._deliver()
+                await self._deliver(await self._dispatch(sends))
                 if offsets:
                     await self.producer.send_offsets_to_transaction(offsets, self.group)
         except KafkaError as exc:
@@ -342,20 +415,35 @@ class StreamAgent:
         self.agent.step.release(lambda event: False)
 
     def _safe_offsets(self) -> dict[TopicPartition, int]:
-        """Per partition: the next offset to read, but never past an event still held."""
+        """Per partition: the next offset to read, but never past an event still held, and only
+        where it moves forward (a failed batch's stale positions are never committed)."""
         offsets = dict(self._consumed)
         for event in self.agent.step.held():
             topic, partition, offset = event.meta["src"]
             tp = TopicPartition(topic, partition)
             if tp in offsets and offset < offsets[tp]:
                 offsets[tp] = offset
-        return {tp: o for tp, o in offsets.items() if self._committed.get(tp) != o}
+        return {tp: o for tp, o in offsets.items() if o > self._committed.get(tp, -1)}
 
-    async def _commit(self) -> None:
-        """Await every output in flight, then commit the offsets they answer."""
-        await self._deliver()
+    def _start_commit(self) -> None:
+        """Commit, in the background, what was consumed so far, once every output sent for it is delivered."""
+        offsets, batches, self._in_flight = self._safe_offsets(), self._in_flight, []
         self._last_commit = time.monotonic()
-        offsets = self._safe_offsets()
+        self._committing = asyncio.ensure_future(self._commit(batches, offsets))
+
+    async def _finish_commit(self) -> None:
+        if self._committing is not None:
+            committing, self._committing = self._committing, None
+            await committing
+
+    async def _commit_all(self) -> None:
+        """Wait for a commit under way, then commit everything consumed (revocation, stop)."""
+        await self._finish_commit()
+        self._start_commit()
+        await self._finish_commit()
+
+    async def _commit(self, batches: list[_Batch], offsets: dict[TopicPartition, int]) -> None:
+        await self._deliver(batches)
         if not offsets:
             return
         try:
@@ -372,7 +460,7 @@ class StreamAgent:
         the state of ``partitions``, so their next owner starts where this worker stopped."""
         async with self._lock:
             if not self.exactly_once:
-                await self._commit()
+                await self._commit_all()
             self._forget(partitions)
 
     def _forget(self, partitions: set[TopicPartition]) -> None:

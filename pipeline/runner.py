@@ -132,10 +132,15 @@ def run_workers(reference: str, bootstrap: str, names: Sequence[str] | None, wor
             if time.monotonic() - started[instance] > 60:
                 backoff[instance] = 1.0
             logger.error("worker %d exited with %d; restarting it in %.0f s", instance, code, backoff[instance])
-            time.sleep(backoff[instance])
+            restart_at = time.monotonic() + backoff[instance]
+            while not stopping and time.monotonic() < restart_at:  # a stop ends the backoff: no late restart
+                time.sleep(0.1)
+            if stopping:
+                del children[instance]  # stopped while it was down: nothing left to wait for
+                break
             backoff[instance] = min(backoff[instance] * 2, MAX_BACKOFF_S)
             children[instance], started[instance] = spawn(instance), time.monotonic()
-    return max(child.wait() for child in children.values())
+    return max((child.wait() for child in children.values()), default=0)
 
 
 def _wait_all(children: dict[int, subprocess.Popen], forward: Callable[[int, object], None]) -> int:

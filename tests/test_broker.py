@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from pipeline.broker import EmbeddedKafka, TansuBroker, start_broker
+from pipeline.broker import EmbeddedKafka, TansuBroker, jvm_options, start_broker
 from pipeline.errors import BrokerError
 
 
@@ -84,6 +84,15 @@ def test_kill_then_start_recovers_the_log(kafka: EmbeddedKafka) -> None:
     assert not kafka.running and kafka.data_dir is not None and kafka.data_dir.is_dir()
     kafka.start()
     assert asyncio.run(consume(kafka.bootstrap, topic, 1)) == [b"survives"]
+
+
+def test_jvm_options_follow_kafkas_own_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KAFKA_HEAP_OPTS", raising=False)
+    monkeypatch.delenv("KAFKA_JVM_PERFORMANCE_OPTS", raising=False)
+    assert "-Xmx512m" in jvm_options()
+    monkeypatch.setenv("KAFKA_HEAP_OPTS", "-Xms1g -Xmx2g")
+    monkeypatch.setenv("KAFKA_JVM_PERFORMANCE_OPTS", "-XX:+UseG1GC -XX:MaxGCPauseMillis=20")
+    assert jvm_options() == ["-Xms1g", "-Xmx2g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]
 
 
 @pytest.mark.skipif(

@@ -405,9 +405,40 @@ def test_run_with_workers_restarts_a_crashed_worker(kafka, tmp_path):
         summary, _, _ = asyncio.run(drive(kafka, reference, requests, timeout_s=90))
         assert (summary.answered, summary.missing) == (200, 0)
         replaced = _children(supervisor.pid)
+        deadline = time.monotonic() + 10  # the survivor may answer all 200 before the 1 s backoff ends
+        while len(replaced) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            replaced = _children(supervisor.pid)
         assert len(replaced) == 2 and first[0] not in replaced and first[1] in replaced
     finally:
         supervisor.send_signal(signal.SIGTERM)
         code = supervisor.wait(30)
     assert code == 0, (tmp_path / "supervisor.log").read_text()[-2000:]
     assert "worker 0 exited with -9; restarting it" in (tmp_path / "supervisor.log").read_text()
+
+
+def test_a_stop_during_a_restart_backoff_starts_no_worker(kafka, tmp_path):
+    reference = f"{HELPERS}:fault_graph"
+    ensure_topics(kafka, build_plan(load_graph(reference)))
+    command = [sys.executable, "-m", "pipeline.cli", "run", reference, "--bootstrap", kafka, "--workers", "2"]
+    with open(tmp_path / "supervisor.log", "wb") as log:
+        supervisor = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert asyncio.run(drive(kafka, reference, [Request({"inputs": [[1.0]]})], timeout_s=90))[0].answered == 1
+        _wait_for_log(tmp_path / "supervisor.log", "consuming", 4)  # two workers of two agents
+        os.kill(_children(supervisor.pid)[0], signal.SIGKILL)
+        _wait_for_log(tmp_path / "supervisor.log", "restarting it", 1)
+        supervisor.send_signal(signal.SIGTERM)  # inside the 1 s backoff
+        code = supervisor.wait(10)
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+    assert code == 0, (tmp_path / "supervisor.log").read_text()[-2000:]
+    assert (tmp_path / "supervisor.log").read_text().count("consuming") == 4  # none started after the stop
+
+
+def _wait_for_log(path: Path, text: str, count: int, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while path.read_text().count(text) < count:
+        assert time.monotonic() < deadline, f"{text!r} not {count} times in {path}"
+        time.sleep(0.05)
