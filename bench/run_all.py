@@ -78,6 +78,42 @@ def mock_overhead_tables(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def _result(name: str) -> Any:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def goals() -> dict[str, Any]:
+    """The performance issue's four goals, each with the figure measured, from the JSON results."""
+    rows = []
+
+    def add(goal: str, measured: str, met: bool) -> None:
+        rows.append([goal, measured, "met" if met else "**not met**"])
+
+    floor = _result("floor")
+    if floor:
+        add("iris lr path >= 60% of the raw aiokafka chain's events/s", f"{floor['ratio']:.2f}", floor["ratio"] >= 0.6)
+    peer = _result("peer")
+    if peer and peer["mlserver"]["status"] == "ok":
+        runs = peer["mlserver"]["runs"]
+        ours = next(run for label, run in runs.items() if label.startswith("streamserve"))
+        theirs = next(run for label, run in runs.items() if label.endswith("defaults"))
+        ratio = ours["open_loop"]["steady_events_per_s"] / theirs["open_loop"]["steady_events_per_s"]
+        add(">= 10x MLServer Kafka mode's events/s, same broker and model", f"{ratio:.1f}x", ratio >= 10)
+    latency = _result("latency")
+    points = {point["label"]: point for point in (latency or {}).get("scenarios", {}).get("lr", [])}
+    if "1,000/s" in points:
+        p99 = points["1,000/s"]["latency_ms"]["p99"]
+        add("p99 <= 30 ms at 1,000 events/s through the iris graph (lr path)", f"{p99:,.0f} ms", p99 <= 30)
+    mock = _result("mock_overhead")
+    if mock:  # the framework alone: every graph but the one that also times scikit-learn's call
+        framework = [row for row in mock if not row["graph"].endswith("-> lr -> post")]
+        worst = max(row["overhead_us_per_step"] for row in framework)
+        spread = "; ".join(f"{row['overhead_us_per_step']:.1f} ({row['graph']})" for row in mock)
+        add("mock server framework overhead <= 10 µs per step", f"{spread} µs", worst <= 10)
+    return {"title": "the goals, as last measured", "headers": ["goal", "measured", ""], "rows": rows}
+
+
 def report(runs: dict[str, dict[str, Any]], command: str) -> str:
     env = environment()
     found = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json"))]
@@ -108,6 +144,9 @@ def report(runs: dict[str, dict[str, Any]], command: str) -> str:
         f"| aiokafka / numpy / scikit-learn / msgpack | {versions} |",
         f"| load average when this report was written (1, 5, 15 min) | {', '.join(map(str, env['load_average']))} |",
         "",
+        "## Goals",
+        "",
+        *markdown(goals()),
         "Throughput (events/s) is the steady drain rate: answers per second between the 10th and 90th percentile",
         'of the answers\' Kafka timestamps; "overall" counts from the moment the deployment could start to the last',
         "answer read. Latency runs from the producer's send call to the moment the reader has the prediction.",

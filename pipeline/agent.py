@@ -429,7 +429,8 @@ class StreamAgent:
         """Commit, in the background, what was consumed so far, once every output sent for it is delivered."""
         offsets, batches, self._in_flight = self._safe_offsets(), self._in_flight, []
         self._last_commit = time.monotonic()
-        self._committing = asyncio.ensure_future(self._commit(batches, offsets))
+        if offsets or batches:
+            self._committing = asyncio.ensure_future(self._commit(batches, offsets))
 
     async def _finish_commit(self) -> None:
         if self._committing is not None:
