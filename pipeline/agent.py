@@ -19,7 +19,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaConnectionError, KafkaError, MessageSizeTooLargeError
-from aiokafka.partitioner import murmur2
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from pipeline.codec import decode_envelope, decode_request, encode_envelope, encode_response
@@ -70,8 +70,8 @@ class _Batch:
 
 
 class _Partitioner:
-    """Kafka's default partitioning (the Java client's and aiokafka's): keyed records by the
-    murmur2 hash of the key; records without a key all go to one partition picked at random."""
+    """Kafka's default partitioning for keyed records (aiokafka's, the Java client's); records
+    without a key all go to one partition picked at random, so they form one batch."""
 
     def __init__(self, partitions: set[int]) -> None:
         self.partitions = sorted(partitions)
@@ -80,7 +80,7 @@ class _Partitioner:
     def __call__(self, key: bytes | None) -> int:
         if key is None:
             return self.unkeyed
-        return self.partitions[(murmur2(key) & 0x7FFFFFFF) % len(self.partitions)]
+        return DefaultPartitioner()(key, self.partitions, self.partitions)
 
 
 class StreamAgent:
