@@ -41,7 +41,7 @@ from common import (
     warm_up,
 )
 
-from pipeline.agent import AgentSettings
+from pipeline.runtime.settings import AgentSettings
 
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>.*?)(?::\d+)?\)$")
 _PREFIXES = ("site-packages/", "lib/python3.", str(ROOT) + "/")

@@ -26,7 +26,7 @@ import msgpack
 import numpy as np
 from common import RESULTS, Commands, Target, create, fresh_name
 
-from pipeline.agent import AgentSettings
+from pipeline.runtime.settings import AgentSettings
 
 HOPS = ("pre", "models", "lr", "post")
 SPECIES = ("setosa", "versicolor", "virginica")

@@ -4,6 +4,11 @@
 broker and controller) as a child process; its jars come from Maven Central
 through ``pipeline/kafka/pom.xml`` and are cached under the user's cache dir.
 ``TansuBroker`` is the no-Java fallback for smoke tests only.
+
+A broker process dies with the Python process that started it (SIGKILL included, on Linux),
+and holds the lock of its data dir until it exits: one broker per data dir. Temp dirs live
+under :func:`pipeline.lifecycle.temp_root`; those a SIGKILLed parent left are removed by the
+next broker start. See :mod:`pipeline.lifecycle`.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
 
 from pipeline.errors import BrokerError
+from pipeline.lifecycle import DirLock, own_dir, run_tied, signals_deferred, spawn
 
 __all__ = [
     "KAFKA_VERSION",
@@ -140,9 +146,12 @@ def kafka_classpath(version: str = KAFKA_VERSION) -> list[Path]:
     logger.info("resolving Kafka %s jars with Maven into %s", version, jars)
     started = time.monotonic()
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        done = run_tied(cmd, timeout=900, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     except subprocess.TimeoutExpired:
         done = None
+    except BaseException:  # a stop signal: Maven is gone, and so are its half-copied jars
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if done is None or done.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
         shutil.rmtree(staging, ignore_errors=True)
         with contextlib.suppress(OSError):
@@ -202,6 +211,7 @@ class _BrokerProcess:
         self._log_path = Path(log_path) if log_path is not None else None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._lock: DirLock | None = None  # held from the first start until stop()
 
     @property
     def port(self) -> int | None:
@@ -244,40 +254,67 @@ class _BrokerProcess:
         """Start the broker, wait until it answers metadata, return its bootstrap address."""
         if self.running:
             return self.bootstrap
-        started = time.monotonic()
+        started, previous = time.monotonic(), self._proc
         try:
             self._launch()
             self._wait_ready(started, timeout)
-        except BaseException:
-            self._terminate(5)  # keeps even a temp dir: the error names its log
-            atexit.unregister(self.stop)
+        except BaseException as exc:  # a failure, or a stop signal (StopRequested, KeyboardInterrupt)
+            with signals_deferred():
+                self._terminate(5)
+                atexit.unregister(self.stop)
+                # A failed broker's temp dir stays for the log the error names, until a later start sweeps it.
+                self._release_dir(remove=not (isinstance(exc, BrokerError) and self._proc is not previous))
             raise
         logger.info("%s ready on %s in %.1f s", type(self).__name__, self.bootstrap, time.monotonic() - started)
         return self.bootstrap
 
     def _launch(self) -> None:
+        lock = self._acquire_dir()
         if self._port is None:
             self._port = _free_port()
         _check_port_free(self._port)
-        if self._dir is None:
-            prefix = f"streamserve-{type(self).__name__.lower()}-"
-            self._dir = Path(tempfile.mkdtemp(prefix=prefix))
-        self._dir.mkdir(parents=True, exist_ok=True)
         command = self._command()
         log_path = self.log_path
         assert log_path is not None
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "ab")  # closed in _reap()
-        self._proc = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=self._dir,
-            start_new_session=True,  # Ctrl-C reaches the app, which stops us last
-        )
-        atexit.register(self.stop)
+        with signals_deferred():
+            self._proc = spawn(  # SIGKILLed if we die: its log is crash-safe; its port and dir free at once
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                cwd=lock.directory,
+                start_new_session=True,  # Ctrl-C reaches the app, which stops us last
+                pass_fds=(lock.fd,),  # the data dir stays locked until the broker itself exits
+            )
+            atexit.register(self.stop)
+        lock.record(os.getpid(), self._proc.pid)
         logger.info("starting %s on %s, pid %d, log %s", type(self).__name__, self.bootstrap, self._proc.pid, log_path)
+
+    def _acquire_dir(self) -> DirLock:
+        """Lock the data dir (a new temp dir when none was given); kept across kill() and start()."""
+        if self._lock is None:
+            try:
+                with signals_deferred():  # locked and kept, or never made
+                    self._lock = own_dir(self._given_dir, prefix=f"{type(self).__name__.lower()}-")
+            except BlockingIOError as exc:
+                raise BrokerError(
+                    f"data dir {self._given_dir} is in use by another broker ({exc}): "
+                    "stop that broker first, or pass another data dir"
+                ) from None
+            except OSError as exc:
+                raise BrokerError(f"cannot create the data dir of {type(self).__name__}: {exc}") from exc
+            self._dir = self._lock.directory
+        return self._lock
+
+    def _release_dir(self, *, remove: bool) -> None:
+        if remove and self._given_dir is None and self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _wait_ready(self, started: float, timeout: float) -> None:
         assert self._proc is not None and self._port is not None
@@ -285,7 +322,7 @@ class _BrokerProcess:
             if self._proc.poll() is not None:
                 raise BrokerError(
                     f"{type(self).__name__} exited with code {self._proc.returncode} "
-                    f"while starting; last lines of {self.log_path}:\n{self._log_tail()}"
+                    f"while starting; last lines of {self.log_path}:\n{self.log_tail()}"
                 )
             try:
                 if _metadata_brokers(self._port) > 0:
@@ -295,11 +332,11 @@ class _BrokerProcess:
             if time.monotonic() - started > timeout:
                 raise BrokerError(
                     f"{type(self).__name__} did not answer metadata on {self.bootstrap} "
-                    f"within {timeout:.0f} s; last lines of {self.log_path}:\n{self._log_tail()}"
+                    f"within {timeout:.0f} s; last lines of {self.log_path}:\n{self.log_tail()}"
                 )
             time.sleep(0.1)
 
-    def _log_tail(self, lines: int = 40) -> str:
+    def log_tail(self, lines: int = 40) -> str:
         """The log's last lines, Java stack frames left out so the cause shows."""
         try:
             with open(self.log_path or os.devnull, errors="replace") as log:
@@ -317,12 +354,12 @@ class _BrokerProcess:
             return None
 
     def stop(self, timeout: float = 30) -> None:
-        """Stop the broker cleanly (SIGTERM, then SIGKILL after ``timeout``); remove a temp dir."""
-        self._terminate(timeout)
-        atexit.unregister(self.stop)
-        if self._given_dir is None and self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
+        """Stop the broker cleanly (SIGTERM, then SIGKILL after ``timeout``); remove a temp dir and
+        free the data dir. Stop signals arriving meanwhile are delivered once it is done."""
+        with signals_deferred():
+            self._terminate(timeout)
+            atexit.unregister(self.stop)
+            self._release_dir(remove=True)
 
     def _terminate(self, timeout: float) -> None:
         if self.running and self._proc is not None:
@@ -340,7 +377,7 @@ class _BrokerProcess:
         self._reap()
 
     def kill(self) -> None:
-        """SIGKILL the broker, as a crash would; its data dir stays for a later ``start()``."""
+        """SIGKILL the broker, as a crash would; its data dir stays, still locked, for a later ``start()``."""
         if self.running and self._proc is not None:
             self._proc.send_signal(signal.SIGKILL)
             self._proc.wait()
@@ -367,7 +404,8 @@ class EmbeddedKafka(_BrokerProcess):
     ``server.properties``, the log directory and ``broker.log``; it is formatted
     on the first start only, so stopping and starting again on the same dir keeps
     every topic and record. Without a data dir a temp dir is used and removed by
-    ``stop()``. Topics are auto-created on first use (``num.partitions=1``);
+    ``stop()``. One broker per data dir: a second start on it raises BrokerError
+    naming the first. Topics are auto-created on first use (``num.partitions=1``);
     internal topics have replication factor 1. ``version`` picks another Kafka
     4.x release from Maven Central.
     """
@@ -398,18 +436,41 @@ class EmbeddedKafka(_BrokerProcess):
         log4j.write_text(_LOG4J2)
         jvm = [java, *jvm_options(), f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
         if not (log_dirs / "meta.properties").exists():
-            self._format(jvm, props)
+            self._format(jvm, _server_properties(self._port, controller, self._dir / "formatting"), log_dirs)
         return [*jvm, "kafka.Kafka", str(props)]
 
-    def _format(self, jvm: list[str], props: Path) -> None:
+    def _format(self, jvm: list[str], properties: str, log_dirs: Path) -> None:
+        """Format into a staging dir, then move its files into ``log_dirs``, ``meta.properties`` last:
+        a format cut short by a signal or a crash leaves storage that the next start formats again."""
+        assert self._dir is not None and self._lock is not None
+        staging, props = self._dir / "formatting", self._dir / "formatting.properties"
+        shutil.rmtree(staging, ignore_errors=True)
+        props.write_text(properties)
         cluster_id = "-"
         while cluster_id.startswith("-"):  # as Kafka's Uuid: "-..." would parse as an option
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         cmd = [*jvm, "-XX:TieredStopAtLevel=1", "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        try:
+            done = run_tied(
+                cmd,
+                timeout=120,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+                pass_fds=(self._lock.fd,),
+            )
+        except subprocess.TimeoutExpired:
+            raise BrokerError(f"formatting Kafka storage in {self._dir} took over 120 s") from None
         if done.returncode != 0:
-            tail = "\n".join((done.stdout + done.stderr).splitlines()[-40:])
+            tail = "\n".join(done.stdout.splitlines()[-40:])
             raise BrokerError(f"formatting Kafka storage in {self._dir} failed:\n{tail}")
+        props.unlink()
+        log_dirs.mkdir(exist_ok=True)
+        for file in sorted(staging.iterdir(), key=lambda file: file.name == "meta.properties"):
+            file.replace(log_dirs / file.name)  # meta.properties marks formatted storage
+        staging.rmdir()
         logger.info("formatted Kafka storage in %s, cluster id %s", self._dir, cluster_id)
 
 

@@ -34,20 +34,26 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     from pipeline.broker import kafka_classpath, start_broker
+    from pipeline.errors import BrokerError
+    from pipeline.lifecycle import StopRequested, stop_signals
 
     if args.fetch:
         jars = kafka_classpath()
         print(f"Kafka jars ready: {len(jars)} files in {jars[0].parent}")
         return 0
-    broker = start_broker(args.kind, port=args.port, data_dir=args.data_dir)
-    print(f"{args.kind} broker listening on {broker.bootstrap} (Ctrl-C stops it)", flush=True)
     try:
-        broker.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        broker.stop()
-    return 0
+        with stop_signals():  # SIGTERM, SIGHUP, SIGINT: stop the broker, even while it starts
+            broker = start_broker(args.kind, port=args.port, data_dir=args.data_dir)
+            try:
+                print(f"{args.kind} broker listening on {broker.bootstrap} (Ctrl-C stops it)", flush=True)
+                code = broker.wait()
+                tail = broker.log_tail()
+            finally:
+                broker.stop()
+    except StopRequested as stop:
+        logger.info("%s: stopped the %s broker", stop.name, args.kind)
+        return 0
+    raise BrokerError(f"the {args.kind} broker exited on its own with code {code}; the end of its log:\n{tail}")
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
@@ -63,10 +69,10 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.agent import AgentSettings
     from pipeline.loading import load_graph
     from pipeline.plan import build_plan
     from pipeline.runner import run_agents, run_workers, select_agents
+    from pipeline.runtime.settings import AgentSettings, default_instance
     from pipeline.topics import ensure_topics
 
     plan = build_plan(load_graph(args.graph))
@@ -83,7 +89,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.workers > 1:
             return run_workers(args.graph, bootstrap, args.step, args.workers)
         settings = AgentSettings(
-            instance=args.instance, max_batch_size=args.max_batch_size, max_batch_time_ms=args.max_batch_time_ms
+            instance=args.instance or default_instance(),
+            max_batch_size=args.max_batch_size,
+            max_batch_time_ms=args.max_batch_time_ms,
         )
         asyncio.run(run_agents(plan, bootstrap, names, settings))
     return 0
@@ -201,7 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("graph")
     run.add_argument("--step", action="append", help="run only this agent (repeatable)")
     run.add_argument("--workers", type=int, default=1, help="worker processes (one consumer group member each)")
-    run.add_argument("--instance", type=int, default=0, help=argparse.SUPPRESS)
+    run.add_argument(
+        "--instance",
+        help="this worker's identity among the step's replicas (default: $STREAMSERVE_INSTANCE, else host.pid)",
+    )
     run.add_argument("--config", help="topics.yaml used when starting the embedded broker")
     run.add_argument("--max-batch-size", type=int, default=500)
     run.add_argument("--max-batch-time-ms", type=int, default=100, help="poll wait when idle")
@@ -231,13 +242,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging(args.verbose)
+    """Run one command; its errors as one line (exit 2), a stop without a traceback (128 + signal)."""
+    import signal
+
+    from pipeline.lifecycle import StopRequested
+
     try:
+        args = build_parser().parse_args(argv)
+        configure_logging(args.verbose)
         return args.handler(args)
     except StreamServeError as exc:
         print(f"streamserve: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except StopRequested as stop:
+        return 128 + stop.signum
 
 
 if __name__ == "__main__":

@@ -1,30 +1,52 @@
-"""Bytes on the wire: request detection (JSON or msgpack), the step envelope, responses.
+"""Bytes on the wire: requests (JSON or msgpack, detected per message), the step envelope,
+responses. The only place bytes become events and back; its only failure is CodecError.
 
-Between steps an event travels as one msgpack map ``{id, path, body, meta, key}``
-in which numpy arrays are a msgpack extension (dtype, shape, raw bytes) that
-decodes without copying. Requests may be JSON or msgpack, detected per message;
-responses are written in the format their request came in, as plain data.
+Between steps an event travels as one msgpack array (see :func:`encode_envelope`) in which
+numpy arrays are a msgpack extension (dtype, shape, raw bytes). Responses are written in the
+format their request came in, as plain data.
+
+Limits on what a request may be: at most ``MAX_REQUEST_BYTES`` bytes, nested at most
+``MAX_DEPTH`` levels, numpy extension values of numbers, booleans or strings only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Any, Literal, Protocol
 
 import msgpack
 import numpy as np
 
 from pipeline.errors import CodecError
-from pipeline.events import Event, new_event_id
+from pipeline.events import Event, Origin
 
 Format = Literal["json", "msgpack"]
 NDARRAY = 1  # msgpack extension code of a numpy array
+ENVELOPE_VERSION = 1
+MAX_DEPTH = 64
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+_ARRAY_KINDS = frozenset("biufcSU")  # numbers, booleans, bytes and text: never objects or raw memory
 _JSON_START = frozenset(b'{["-0123456789tfn \t\r\n')
+_OPENERS = (b"[", b"{")
+
+
+class RecordLike(Protocol):
+    """What the codec reads from a consumed record (aiokafka's ConsumerRecord has these)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: Any  # a sequence of (name, value) pairs
 
 
 def _pack_default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
-        if value.dtype.hasobject:
+        if value.dtype.kind not in _ARRAY_KINDS:
             return value.tolist()
         header = msgpack.packb((value.dtype.str, value.shape))
         return msgpack.ExtType(NDARRAY, header + np.ascontiguousarray(value).tobytes())
@@ -37,11 +59,15 @@ def _pack_default(value: Any) -> Any:
 
 def _ext_hook(code: int, data: bytes) -> Any:
     if code != NDARRAY:
-        return msgpack.ExtType(code, data)
-    unpacker = msgpack.Unpacker(use_list=False, raw=False)
+        raise ValueError(f"unknown msgpack extension type {code}")
+    unpacker = msgpack.Unpacker(use_list=False, raw=False, max_buffer_size=len(data))
     unpacker.feed(data)
-    dtype, shape = unpacker.unpack()
-    return np.frombuffer(data, dtype=np.dtype(dtype), offset=unpacker.tell()).reshape(shape)
+    dtype_name, shape = unpacker.unpack()
+    dtype = np.dtype(str(dtype_name))
+    if dtype.kind not in _ARRAY_KINDS or dtype.itemsize == 0:
+        raise ValueError(f"array dtype {dtype_name!r} is not a number, boolean or string type")
+    # A copy, so arrays are writable as everywhere else (in-place numpy steps work deployed).
+    return np.frombuffer(data, dtype=dtype, offset=unpacker.tell()).reshape(shape).copy()
 
 
 def _plain_default(value: Any) -> Any:
@@ -69,22 +95,83 @@ def detect(data: bytes) -> Format:
     return "json" if data[:1] and data[0] in _JSON_START else "msgpack"
 
 
-def decode_request(data: bytes | None, headers: dict[str, bytes], key: bytes | None) -> Event:
-    """An event from a request record: a V2 body as a JSON object or msgpack map."""
+def decode_request(record: RecordLike) -> Event:
+    """An event from a request record (a V2 body as a JSON object or msgpack map), or a
+    :class:`CodecError` saying what is wrong with the value, key or headers."""
+    data = record.value
     if not data:
         raise CodecError("empty request: expected a JSON object or msgpack map with 'inputs'")
+    if len(data) > MAX_REQUEST_BYTES:
+        raise CodecError(f"request of {len(data)} bytes is over the {MAX_REQUEST_BYTES}-byte limit")
     fmt = detect(data)
     try:
         body = _json_loads(data) if fmt == "json" else unpack(data)
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        if fmt == "msgpack" or sum(map(data.count, _OPENERS)) > MAX_DEPTH:
+            _check_depth(body)
+    except CodecError:
+        raise
+    except (RecursionError, msgpack.StackError) as exc:
+        raise CodecError(f"request is nested deeper than {MAX_DEPTH} levels") from exc
+    except Exception as exc:  # every parser failure, whatever its type, is the request's fault
         raise CodecError(
-            f"request is neither valid JSON nor msgpack ({fmt} parse failed: {type(exc).__name__}: {exc})"
+            f"request is neither valid JSON nor msgpack ({fmt} parse failed: {type(exc).__name__}: {exc!s:.200})"
         ) from exc
+    return request_event(body, fmt, bytes(data), record)
+
+
+def request_event(body: Any, fmt: Format, data: bytes, record: RecordLike) -> Event:
+    """The event of a request whose value ``data`` parsed as ``body`` (the default mock server
+    hands bodies over without bytes); a :class:`CodecError` if it is not a request."""
     if not isinstance(body, dict):
         raise CodecError(f"request must be a JSON object or msgpack map, got {type(body).__name__}")
-    event_id = body.get("id") or headers.get("id", b"").decode(errors="replace") or new_event_id()
-    path = headers.get("path", b"/").decode(errors="replace") or "/"
-    return Event(body, str(event_id), path, key, headers, {"format": fmt})
+    try:
+        pairs = tuple(_header(name, value) for name, value in record.headers)
+        key = None if record.key is None else bytes(record.key)
+    except (TypeError, ValueError) as exc:
+        raise CodecError(f"request record has malformed key or headers: {exc}") from exc
+    origin = Origin(data, key, pairs, record.partition, record.offset, record.timestamp)
+    headers = dict(pairs)
+    event_id = _client_id(body, headers, origin)
+    path = (headers.get("path") or b"/").decode(errors="replace")
+    return Event(body, event_id, path, key, headers, {"format": fmt}, origin.uid, origin)
+
+
+def _header(name: Any, value: Any) -> tuple[str, bytes | None]:
+    if isinstance(name, bytes):
+        name = name.decode(errors="replace")
+    if not isinstance(name, str):
+        raise TypeError(f"header name {name!r:.40} is not text")
+    if value is not None and not isinstance(value, bytes):
+        value = bytes(value)
+    return name, value
+
+
+def _client_id(body: dict, headers: dict[str, bytes | None], origin: Origin) -> str:
+    """The client's ``id`` (body, else header); without one, an id derived from the record, so a
+    redelivered request is answered with the same id."""
+    given = body.get("id")
+    if given is not None and given != "":
+        return given if isinstance(given, str) else str(given)[:200]
+    header = headers.get("id")
+    if header:
+        return header.decode(errors="replace")
+    return hashlib.blake2b(origin.uid.encode(), digest_size=16).hexdigest()
+
+
+def _check_depth(value: Any) -> None:
+    """Raise CodecError if ``value`` nests lists and maps deeper than :data:`MAX_DEPTH`."""
+    level: Iterable[Any] = [value]
+    for _ in range(MAX_DEPTH + 1):
+        inner = []
+        for item in level:
+            if isinstance(item, dict):
+                inner.extend(v for v in item.values() if isinstance(v, (list, dict, tuple)))
+            elif isinstance(item, (list, tuple)):
+                inner.extend(v for v in item if isinstance(v, (list, dict, tuple)))
+        if not inner:
+            return
+        level = inner
+    raise CodecError(f"request is nested deeper than {MAX_DEPTH} levels")
 
 
 def _json_loads(data: bytes) -> Any:
@@ -96,20 +183,33 @@ def _json_loads(data: bytes) -> Any:
 
 
 def encode_envelope(event: Event) -> bytes:
-    """The event as it travels between steps (without ``meta["src"]``, the reading agent's position)."""
+    """The event as it travels between steps: ``[version, uid, id, path, key, meta, body, origin]``
+    (``meta["src"]``, the reading agent's position, stays behind)."""
     meta = event.meta
     if "src" in meta:
         meta = {k: v for k, v in meta.items() if k != "src"}
-    return pack({"id": event.id, "path": event.path, "body": event.body, "meta": meta, "key": event.key})
+    origin = event.origin
+    if origin is not None:
+        origin = (origin.value, origin.key, origin.headers, origin.partition, origin.offset, origin.timestamp)
+    return pack((ENVELOPE_VERSION, event.uid, event.id, event.path, event.key, meta, event.body, origin))
 
 
-def decode_envelope(data: bytes | None, headers: dict[str, bytes]) -> Event:
-    """The event :func:`encode_envelope` wrote."""
+def decode_envelope(data: bytes | None, headers: dict[str, bytes | None]) -> Event:
+    """The event :func:`encode_envelope` wrote, or a :class:`CodecError`."""
     try:
-        envelope = unpack(data or b"")
-        return Event(envelope["body"], envelope["id"], envelope["path"], envelope["key"], headers, envelope["meta"])
+        version, uid, event_id, path, key, meta, body, origin = unpack(data or b"")
+        if version != ENVELOPE_VERSION:
+            raise ValueError(f"envelope version {version!r}, expected {ENVELOPE_VERSION}")
+        if not (isinstance(uid, str) and isinstance(event_id, str) and isinstance(path, str)):
+            raise ValueError("uid, id and path must be text")
+        if not isinstance(meta, dict) or not (key is None or isinstance(key, bytes)):
+            raise ValueError("meta must be a map and key bytes or nil")
+        if origin is not None:
+            value, okey, pairs, partition, offset, timestamp = origin
+            origin = Origin(value, okey, tuple((n, v) for n, v in pairs), partition, offset, timestamp)
     except Exception as exc:
-        raise CodecError(f"malformed step envelope: {type(exc).__name__}: {exc}") from exc
+        raise CodecError(f"malformed step envelope: {type(exc).__name__}: {exc!s:.200}") from exc
+    return Event(body, event_id, path, key, headers, meta, uid, origin)
 
 
 def encode_response(body: Any, fmt: Format = "json") -> bytes:

@@ -33,3 +33,11 @@ class BrokerError(StreamServeError):
 
 class DeploymentError(StreamServeError):
     """Topics or agents cannot be set up against the cluster."""
+
+
+class TransportError(StreamServeError):
+    """The broker could not take or give records now; the batch is delivered again later."""
+
+
+class RecordTooLarge(TransportError):
+    """A record is over the producer's or the topic's size limit."""

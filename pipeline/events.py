@@ -1,11 +1,15 @@
-"""The event that flows between steps, and the record of a failed one."""
+"""The event that flows between steps, the request it came from, and the record of a failure."""
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
+
+Headers: TypeAlias = "dict[str, bytes | None]"
+Position: TypeAlias = "tuple[str, int, int]"  # topic, partition, offset of a record
 
 
 def new_event_id() -> str:
@@ -13,30 +17,66 @@ def new_event_id() -> str:
     return os.urandom(16).hex()
 
 
+@dataclass(slots=True, frozen=True)
+class Origin:
+    """The request record exactly as it entered the graph: what a dead letter carries, so it
+    can be replayed to the input topic as it is."""
+
+    value: bytes
+    key: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...]
+    partition: int
+    offset: int
+    timestamp: int  # milliseconds since the epoch
+
+    @property
+    def uid(self) -> str:
+        """The identity of the request: the same for a redelivery of this record, different
+        for a request produced again (even with the same client id)."""
+        return f"{self.partition}.{self.offset}.{self.timestamp}"
+
+
 @dataclass(slots=True)
 class Event:
     """One request travelling through a graph.
 
-    ``body`` is what steps read and return; ``path`` is the V2 path the request
-    entered with (it names the model and the operation); ``key`` is the Kafka key
-    (entity ordering); ``headers`` are correlation headers passed through to the
-    response; ``meta`` is runtime bookkeeping (join tags, origin time, format).
+    ``body`` is what steps read and return; ``id`` is the client's request id, echoed
+    in answers (it may repeat: clients retry); ``uid`` is the event's internal identity
+    (joins and duplicate filters use it); ``path`` is the V2 path the request entered
+    with; ``key`` is the Kafka key (entity ordering); ``headers`` are passed through to
+    the answer; ``meta`` is runtime bookkeeping (join tags, format); ``origin`` is the
+    request record as it entered the graph.
     """
 
     body: Any
     id: str = field(default_factory=new_event_id)
     path: str = "/"
     key: bytes | None = None
-    headers: dict[str, bytes] = field(default_factory=dict)
+    headers: dict[str, bytes | None] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    uid: str = ""
+    origin: Origin | None = None
+
+    def __post_init__(self) -> None:
+        if not self.uid:
+            self.uid = self.id
 
     def derive(self, body: Any) -> Event:
-        """The same event (id, path, key, headers, meta) carrying a new body."""
-        return Event(body, self.id, self.path, self.key, self.headers, dict(self.meta))
+        """The same event (identity, path, key, headers, meta) carrying a new body."""
+        return Event(body, self.id, self.path, self.key, self.headers, dict(self.meta), self.uid, self.origin)
 
     def copy(self) -> Event:
-        """An independent copy for another branch: its own meta and (for a dict) its own body."""
-        return self.derive(dict(self.body) if isinstance(self.body, dict) else self.body)
+        """An independent copy for another branch: its own body (deep), headers and meta."""
+        return Event(
+            copy.deepcopy(self.body),
+            self.id,
+            self.path,
+            self.key,
+            dict(self.headers),
+            copy.deepcopy(self.meta),
+            self.uid,
+            self.origin,
+        )
 
 
 @dataclass(slots=True, frozen=True)

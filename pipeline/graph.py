@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 from pipeline.errors import GraphError
-from pipeline.importing import describe, rebuild, to_data
 from steps.base import Step, TaskStep
-from steps.ensemble import Ensemble
+from steps.join import Join, merge_bodies
 from steps.router import ModelRouter
 
 if TYPE_CHECKING:
@@ -52,7 +51,7 @@ class StepNode:
     graph: Graph
     name: str
     kind: Literal["task", "router", "join"]
-    step: Step | None
+    step: Step
     after: list[str]
     handler: Any = None
     options: dict[str, Any] = field(default_factory=dict)
@@ -151,7 +150,14 @@ class Graph:
         """Add a step that merges, by event id, what the ``after`` steps produced."""
         self._claim(name)
         options = {"merge": merge, "min_results": min_results, "timeout_ms": timeout_ms}
-        return self._add(StepNode(self, name, "join", None, list(after), None, options))
+        join = Join(
+            after,
+            merge=merge_bodies if merge is None else _parts_merge(merge),
+            min_results=min_results,
+            timeout_ms=timeout_ms,
+        )
+        join.name = name
+        return self._add(StepNode(self, name, "join", join, list(after), None, options))
 
     def error_handler(self, name: str = "dlq", handler: Callable[[dict[str, Any]], Any] | None = None) -> Graph:
         """Failed events go to the ``<graph>.<name>`` topic; ``handler`` also sees each error."""
@@ -231,15 +237,13 @@ class Graph:
         if node.router.default is not None and node.router.default not in node.models:
             raise GraphError(f"router {node.name!r}: default model {node.router.default!r} is not one of its models")
         for key, (step, _, _) in node.models.items():
-            if not isinstance(step, Ensemble):
-                continue
-            for member in step.members:
+            for member in step.routes().values():
                 member_step = node.models.get(member, (None,))[0]
                 if member_step is None:
                     raise GraphError(
                         f"ensemble {key!r} names member {member!r}, which router {node.name!r} does not serve"
                     )
-                if isinstance(member_step, Ensemble):
+                if member_step.routes():
                     raise GraphError(f"ensemble {key!r}: member {member!r} is itself an ensemble")
 
     # -- running --------------------------------------------------------------
@@ -252,57 +256,16 @@ class Graph:
     # -- as data ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The graph as plain data; classes and functions by import path."""
-        steps = []
-        for node in self.steps.values():
-            entry: dict[str, Any] = {"name": node.name, "kind": node.kind, "after": list(node.after)}
-            if node.kind == "task":
-                entry["handler"] = describe(node.handler, node.options)
-            else:
-                entry["options"] = to_data(node.options)
-            if isinstance(node, RouterNode):
-                entry["models"] = [
-                    {"key": key, "handler": describe(handler, kwargs)}
-                    for key, (_, handler, kwargs) in node.models.items()
-                ]
-            steps.append(entry)
-        on_error = None if self.on_error is None else to_data(self.on_error)
-        return {
-            "name": self.name,
-            "source": self.source,
-            "sink": self.sink,
-            "guarantee": self.guarantee,
-            "errors": {"topic": self.errors, "handler": on_error},
-            "steps": steps,
-        }
+        from pipeline.serialize import graph_to_dict
+
+        return graph_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Graph:
         """Rebuild a graph from :meth:`to_dict`'s data."""
-        from pipeline.importing import from_data
+        from pipeline.serialize import graph_from_dict
 
-        graph = cls(
-            data["name"],
-            source=data.get("source"),
-            sink=data.get("sink"),
-            guarantee=data.get("guarantee", "at_least_once"),
-        )
-        errors = data.get("errors") or {}
-        graph.error_handler(errors.get("topic", "dlq"), from_data(errors.get("handler")))
-        for entry in data.get("steps", []):
-            after, kind = entry.get("after", []), entry.get("kind", "task")
-            if kind == "task":
-                handler, kwargs = rebuild(entry["handler"])
-                graph.add_step(entry["name"], handler, after=after, **kwargs)
-            elif kind == "router":
-                router = graph.add_router(entry["name"], after=after, **from_data(entry.get("options", {})))
-                for model in entry.get("models", []):
-                    handler, kwargs = rebuild(model["handler"])
-                    router.add_model(model["key"], handler, **kwargs)
-            elif kind == "join":
-                graph.join(entry["name"], after=after, **from_data(entry.get("options", {})))
-            else:
-                raise GraphError(f"step {entry.get('name')!r} has unknown kind {kind!r}")
-        return graph
+        return graph_from_dict(data)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         """The graph as YAML; also written to ``path`` if given."""
@@ -318,6 +281,11 @@ class Graph:
         if "\n" not in text and Path(text).is_file():
             text = Path(text).read_text()
         return cls.from_dict(yaml.safe_load(text))
+
+
+def _parts_merge(merge: Callable[[dict[str, Any]], Any]) -> Callable[[Any, dict[str, Any]], Any]:
+    """A user's join merge takes ``{part: body}``; the Join step's merge also gets the event."""
+    return lambda event, parts: merge(parts)
 
 
 def _check_name(what: str, name: str) -> None:

@@ -1,37 +1,69 @@
-"""MockServer: a whole graph in-process, through the same step objects and routes."""
+"""MockServer: a whole graph in-process, through the same delivery loop as a deployment, over
+an in-memory broker instead of Kafka."""
 
 from __future__ import annotations
 
-import logging
-from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.codec import decode_response, encode_response
 from pipeline.errors import ProtocolError
-from pipeline.events import ErrorRecord, Event, new_event_id
 from pipeline.graph import Graph
-from pipeline.plan import Agent, build_plan
+from pipeline.plan import build_plan
 from pipeline.protocol import parse_path
-from steps.base import Emit, Outcome, Step
+from pipeline.runtime.deadletter import error_from_headers
+from pipeline.runtime.loop import AgentLoop
+from pipeline.runtime.memory import MemoryBroker, MemoryTransport, key_partition, run_now
+from pipeline.runtime.sensors import Sensors
+from pipeline.runtime.settings import AgentSettings
+from pipeline.runtime.wire import BytesWire, ObjectWire
+from steps.base import Step
 
-logger = logging.getLogger(__name__)
+STRICT_PARTITIONS = 4  # topics.yaml's default partition count
+
+
+@dataclass
+class MockRequest:
+    """One request for :meth:`MockServer.test_many`."""
+
+    body: Any
+    path: str = "/"
+    headers: Mapping[str, bytes | str] = field(default_factory=dict)
+    key: bytes | None = None
 
 
 class MockServer:
-    """Runs a graph without a broker: each topic of the deployment is an in-memory queue.
+    """Runs a graph without a broker: every topic of the deployment is an in-memory topic and
+    every agent runs the deployment's delivery loop over it.
 
-    Steps see exactly the events they would see over Kafka (one at a time here),
-    joins and ensembles meet by event id, and failures come back as error
-    records instead of going to the dead-letter topic.
+    By default events travel between steps as objects (no encoding: fast); ``strict=True``
+    encodes every hop as Kafka would (JSON requests, msgpack envelopes, JSON answers) over
+    topics of 4 partitions, so what passes here passes deployed. Failed events come back as
+    error records, read from the dead-letter topic.
     """
 
-    def __init__(self, graph: Graph) -> None:
-        self.graph = graph
+    def __init__(self, graph: Graph, *, strict: bool = False, sensors: Sensors | None = None) -> None:
+        self.graph, self.strict = graph, strict
         self.plan = build_plan(graph)
-        self._consumers: dict[str, list[Agent]] = {}
+        self.broker = MemoryBroker(partitions=STRICT_PARTITIONS if strict else 1)
+        settings = AgentSettings(commit_interval_ms=0 if strict else None, instance="mock")
+        wire_type = BytesWire if strict else ObjectWire
+        self._loops: list[AgentLoop] = []
         for agent in self.plan.agents:
-            self._consumers.setdefault(agent.input, []).append(agent)
             agent.step.load()
-        self._holders = [a for a in self.plan.agents if type(a.step).expire is not Step.expire]
+            loop = AgentLoop(
+                self.plan,
+                agent,
+                MemoryTransport(self.broker),
+                settings=settings,
+                wire=wire_type(self.plan.source, self.plan.sink, self.plan.id_keyed_topics),
+                sensors=sensors,
+                inline=True,
+            )
+            run_now(loop.start())
+            self._loops.append(loop)
+        self._holders = [loop for loop in self._loops if type(loop.agent.step).held is not Step.held]
         self._models = {key: model for router in graph.routers() for key, (model, _, _) in router.models.items()}
 
     def test(
@@ -39,13 +71,13 @@ class MockServer:
         path: str = "/",
         body: Any = None,
         *,
-        headers: dict[str, bytes | str] | None = None,
+        headers: Mapping[str, bytes | str] | None = None,
         key: bytes | None = None,
     ) -> Any:
         """Answer a V2 request: infer/explain through the graph, or ready/list directly.
 
-        Returns the sink's body (a list when the graph emits several, None when
-        the event was filtered) or, for a failed event, its error record as a dict.
+        Returns the sink's body (a list when the graph emits several, None when the event
+        was filtered) or, for a failed event, its error record as a dict.
         """
         if path.rstrip("/") == "/v2/models":
             return {"models": [{"name": k, "version": getattr(m, "version", None)} for k, m in self._models.items()]}
@@ -54,62 +86,61 @@ class MockServer:
             raise ProtocolError(f"no model {named.model!r}; models: {', '.join(self._models) or '(none)'}")
         if named.operation == "ready":
             return {"name": named.model, "ready": True}
-        if body is None:
-            body = {}
-        event_id = body.get("id") if isinstance(body, dict) else None
-        encoded = {k: v.encode() if isinstance(v, str) else v for k, v in (headers or {}).items()}
-        event = Event(body, str(event_id or new_event_id()), path, key, encoded)
-        outputs, errors = self.run(event)
+        outputs, errors = self.run([MockRequest({} if body is None else body, path, headers or {}, key)])
         if not outputs:
             if not errors:
                 return None
             return errors[0] if len(errors) == 1 else errors
         return outputs[0] if len(outputs) == 1 else outputs
 
-    def run(self, event: Event) -> tuple[list[Any], list[dict[str, Any]]]:
-        """Send ``event`` through the graph; the sink's bodies and the error records."""
-        queue: deque[tuple[str, Event]] = deque([(self.plan.source, event)])
-        outputs: list[Any] = []
-        errors: list[dict[str, Any]] = []
+    def test_many(self, requests: Iterable[MockRequest]) -> tuple[list[Any], list[dict[str, Any]]]:
+        """Send every request at once (agents then take them in batches, as over Kafka); every
+        answer and error record, in the order they came out."""
+        return self.run(requests)
+
+    def run(self, requests: Iterable[MockRequest]) -> tuple[list[Any], list[dict[str, Any]]]:
+        """Produce ``requests`` to the source topic and run every agent until none has work."""
+        plan, broker = self.plan, self.broker
+        sink_start, dlq_start = _ends(broker, plan.sink), _ends(broker, plan.dlq)
+        partitions = len(broker.topic(plan.source))
+        for request in requests:
+            pairs = [
+                (name, value.encode() if isinstance(value, str) else value) for name, value in request.headers.items()
+            ]
+            if request.path != "/":
+                pairs.append(("path", request.path.encode()))
+            value = encode_response(request.body) if self.strict else request.body
+            partition = 0 if request.key is None else key_partition(request.key, partitions)
+            broker.append(plan.source, partition, request.key, value, pairs)
+        self._drain()
+        outputs = [self._answer(record.value) for record in _after(broker, plan.sink, sink_start)]
+        errors = [error_from_headers(record.headers) for record in _after(broker, plan.dlq, dlq_start)]
+        return outputs, errors
+
+    def _answer(self, value: Any) -> Any:
+        return decode_response(value) if self.strict else value
+
+    def _drain(self) -> None:
+        """Run agents while any has records to read; then close what joins still hold (their
+        timeouts, which a deployment would reach later) and run on."""
         while True:
-            while queue:
-                topic, current = queue.popleft()
-                if topic == self.plan.sink:
-                    outputs.append(current.body)
-                    continue
-                consumers = self._consumers[topic]
-                delivered = [current, *(current.copy() for _ in consumers[1:])]
-                for agent, event in zip(consumers, delivered):
-                    self._dispatch(agent, agent.step.process([event]), queue, errors)
-            if not self._holders:
-                return outputs, errors
-            expired = [(agent, agent.step.expire(float("inf"))) for agent in self._holders]
-            if not any(outcomes for _, outcomes in expired):
-                return outputs, errors
-            for agent, outcomes in expired:
-                self._dispatch(agent, outcomes, queue, errors)
+            busy = True
+            while busy:  # agents in plan order: a chain drains in one pass
+                busy = False
+                for loop in self._loops:
+                    while loop.transport.pending():  # type: ignore[attr-defined]
+                        run_now(loop.poll_once(0))
+                        busy = True
+            held = [loop for loop in self._holders if any(loop.agent.step.held())]
+            if not held:
+                return
+            for loop in held:
+                run_now(loop.expire_all())
 
-    def _dispatch(self, agent: Agent, outcomes: list[Outcome], queue: deque, errors: list) -> None:
-        for outcome in outcomes:
-            event = outcome.event
-            if isinstance(outcome, Emit):
-                targets = agent.targets(event, outcome.route)
-                queue.append((targets[0], event))
-                for topic in targets[1:]:
-                    queue.append((topic, event.copy()))
-                continue
-            reply = agent.reply_topic(event)
-            if reply is not None:
-                event.meta["failed"] = f"{outcome.error.error_type}: {outcome.error.message}"
-                queue.append((reply, event))
-                continue
-            errors.append(self._report(outcome.error))
 
-    def _report(self, error: ErrorRecord) -> dict[str, Any]:
-        record = error.to_dict()
-        if self.graph.on_error is not None:
-            try:
-                self.graph.on_error(record)
-            except Exception:
-                logger.exception("error handler of graph %r failed on %r", self.graph.name, record)
-        return record
+def _ends(broker: MemoryBroker, topic: str) -> list[int]:
+    return [len(log) for log in broker.topic(topic)]
+
+
+def _after(broker: MemoryBroker, topic: str, start: list[int]) -> list[Any]:
+    return [record for log, offset in zip(broker.topic(topic), start) for record in log[offset:]]

@@ -1,24 +1,27 @@
-"""Graph -> deployment plan: one agent per step, model and ensemble join, with topics."""
+"""Graph -> deployment plan: one agent per step and per part (a router's models, an
+ensemble's join), their input topics, and the one routing function (:func:`route`) that
+decides where every outcome goes, for the mock server and Kafka alike."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from pipeline.events import Event
-from pipeline.graph import Graph, RouterNode
-from steps.base import Step
-from steps.ensemble import Ensemble
-from steps.join import Join, merge_bodies
+from pipeline.graph import Graph
+from steps.base import Emit, Outcome, Step
+
+DEAD_LETTER = None  # the destination of an outcome that goes to the dead-letter topic
 
 
 @dataclass(frozen=True, eq=False)
 class Agent:
     """One stream agent: consumes ``input``, runs ``step``, sends outcomes by route.
 
-    ``name`` names its consumer group; ``node`` is the graph step it belongs to
-    (a model's node is its router), which is the part name joins see.
+    ``name`` names its consumer group; ``node`` is the graph step it belongs to (a
+    model's node is its router), which is the part name branch joins see; ``routes``
+    maps each route (None: the successors) to its topics; ``replies`` maps join tags to
+    the topic that collects the tagged events' answers.
     """
 
     name: str
@@ -28,30 +31,13 @@ class Agent:
     routes: Mapping[str | None, tuple[str, ...]]
     replies: Mapping[str, str] = field(default_factory=dict)
 
-    def targets(self, event: Event, route: str | None) -> tuple[str, ...]:
-        """The topics an emitted ``event`` goes to; marks which part of a join it is."""
-        tag = event.meta.get("join")
-        if tag is not None and route is None:
-            event.meta["part"] = self.name
-            return (self.replies[tag],)
-        event.meta["part"] = self.node
-        return self.routes[route]
-
-    def reply_topic(self, event: Event) -> str | None:
-        """Where a failure of ``event`` is reported instead of the dead-letter topic."""
-        tag = event.meta.get("join")
-        if tag is None:
-            return None
-        event.meta["part"] = self.name
-        return self.replies[tag]
-
 
 @dataclass(frozen=True, eq=False)
 class Plan:
     """Every agent of a graph, and the graph's source, sink and dead-letter topics.
 
-    ``id_keyed_topics`` are keyed by event id, so all records of an event meet in one
-    partition (the inputs of joins and duplicate filters).
+    ``id_keyed_topics`` are keyed by the event's identity, so all records of an event meet
+    in one partition (the inputs of joins and duplicate filters).
     """
 
     graph: Graph
@@ -83,50 +69,44 @@ class Plan:
         return list(dict.fromkeys(names))
 
 
+def route(agent: Agent, outcome: Outcome) -> list[tuple[str | None, Event]]:
+    """Where ``outcome`` of ``agent`` goes: ``(topic, event)`` pairs, the topic
+    :data:`DEAD_LETTER` for a failure nobody waits for. An event tagged for a join answers
+    (or fails) to the join; the event is marked with the part it is."""
+    event = outcome.event
+    tag = event.meta.get("join")
+    if isinstance(outcome, Emit):
+        if tag is not None and outcome.route is None:
+            event.meta["part"] = agent.name
+            return [(agent.replies[tag], event)]
+        event.meta["part"] = agent.node
+        return [(topic, event) for topic in agent.routes[outcome.route]]
+    if tag is not None:
+        event.meta["part"] = agent.name
+        event.meta["failed"] = f"{outcome.error.error_type}: {outcome.error.message}"
+        return [(agent.replies[tag], event)]
+    return [(DEAD_LETTER, event)]
+
+
 def build_plan(graph: Graph) -> Plan:
     """The agents that deploy ``graph`` (validated first)."""
     graph.validate()
     topic = {name: f"{graph.name}.{name}" for name in graph.steps}
-
-    def input_of(name: str) -> str:
-        return topic[name] if graph.steps[name].after else graph.source
-
-    def downstream(name: str) -> tuple[str, ...]:
-        return tuple(input_of(child) for child in graph.successors(name)) or (graph.sink,)
-
     replies: dict[str, str] = {}
     agents: list[Agent] = []
+
+    def downstream(name: str) -> tuple[str, ...]:
+        return tuple(topic[child] for child in graph.successors(name)) or (graph.sink,)
+
+    def add(name: str, node: str, step: Step, input_topic: str, successors: tuple[str, ...]) -> None:
+        routes: dict[str | None, tuple[str, ...]] = {None: successors}
+        routes.update({route: (f"{graph.name}.{part}",) for route, part in step.routes().items()})
+        replies.update({tag: f"{graph.name}.{part}" for tag, part in step.replies().items()})
+        agents.append(Agent(name, node, step, input_topic, routes, replies))
+        for part in step.parts():
+            add(part.name, node, part, f"{graph.name}.{part.name}", successors)
+
     for name, node in graph.steps.items():
-        if node.kind == "join":
-            join = Join(
-                node.after,
-                **{k: v for k, v in node.options.items() if k != "merge"},
-                merge=_join_merge(node.options.get("merge")),
-            )
-            join.name = name
-            agents.append(Agent(name, name, join, input_of(name), {None: downstream(name)}, replies))
-            continue
-        assert node.step is not None
-        if not isinstance(node, RouterNode):
-            agents.append(Agent(name, name, node.step, input_of(name), {None: downstream(name)}, replies))
-            continue
-        routes = {key: (f"{graph.name}.{key}",) for key in node.models}
-        agents.append(Agent(name, name, node.step, input_of(name), routes, replies))
-        for key, (model, _, _) in node.models.items():
-            model_topic = f"{graph.name}.{key}"
-            if isinstance(model, Ensemble):
-                join_topic = replies[key] = f"{graph.name}.{key}.join"
-                fan_out = {member: (f"{graph.name}.{member}",) for member in model.members}
-                agents.append(Agent(key, name, model, model_topic, fan_out, replies))
-                agents.append(Agent(f"{key}.join", name, model.joiner(), join_topic, {None: downstream(name)}, replies))
-            else:
-                agents.append(Agent(key, name, model, model_topic, {None: downstream(name)}, replies))
+        add(name, name, node.step, topic[name] if node.after else graph.source, downstream(name))
     id_keyed = frozenset(agent.input for agent in agents if agent.step.keyed_by_id)
     return Plan(graph, tuple(agents), id_keyed)
-
-
-def _join_merge(merge: Any) -> Any:
-    """A user merge takes ``{part: body}``; the Join step's merge also gets the event."""
-    if merge is None:
-        return merge_bodies
-    return lambda event, parts: merge(parts)

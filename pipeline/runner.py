@@ -11,11 +11,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from aiokafka.errors import KafkaConnectionError
-
-from pipeline.agent import AgentSettings, StreamAgent
-from pipeline.errors import DeploymentError
-from pipeline.plan import Plan
+from pipeline.errors import DeploymentError, TransportError
+from pipeline.plan import Agent, Plan
+from pipeline.runtime.kafka import KafkaTransport
+from pipeline.runtime.loop import AgentLoop
+from pipeline.runtime.sensors import Sensors
+from pipeline.runtime.settings import AgentSettings
 
 logger = logging.getLogger(__name__)
 MAX_BACKOFF_S = 30.0
@@ -37,45 +38,68 @@ async def run_agents(
     names: Sequence[str] | None = None,
     settings: AgentSettings | None = None,
     stopping: asyncio.Event | None = None,
+    sensors: Sensors | None = None,
 ) -> None:
-    """Run the named agents (default: all) in this process until SIGTERM/SIGINT or ``stopping``."""
+    """Run the named agents (default: all) in this process until SIGTERM/SIGINT or ``stopping``.
+
+    One agent's failure never stops the others: it is started again after a backoff.
+    """
     stopping = stopping or asyncio.Event()
+    settings = settings or AgentSettings()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         try:
             loop.add_signal_handler(signum, stopping.set)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
-    agents = [StreamAgent(plan, plan.agent(name), bootstrap, settings) for name in select_agents(plan, names)]
-    await asyncio.gather(*(_keep_running(agent, stopping) for agent in agents))
+    agents = [plan.agent(name) for name in select_agents(plan, names)]
+    for agent in agents:
+        agent.step.load()
+    await asyncio.gather(*(_keep_running(plan, agent, bootstrap, settings, sensors, stopping) for agent in agents))
 
 
-async def _keep_running(agent: StreamAgent, stopping: asyncio.Event) -> None:
-    """Run ``agent``, restarting it with backoff while the broker cannot be reached."""
+def agent_loop(plan: Plan, agent: Agent, bootstrap: str, settings: AgentSettings, sensors: Sensors | None) -> AgentLoop:
+    """The loop that runs ``agent`` against the Kafka cluster at ``bootstrap``."""
+    group = f"{plan.graph.name}.{agent.name}"
+    transport = KafkaTransport(
+        bootstrap,
+        settings,
+        exactly_once=plan.graph.guarantee == "exactly_once",
+        client_id=f"{group}.{settings.instance}",
+    )
+    return AgentLoop(plan, agent, transport, settings=settings, sensors=sensors)
+
+
+async def _keep_running(
+    plan: Plan, agent: Agent, bootstrap: str, settings: AgentSettings, sensors: Sensors | None, stopping: asyncio.Event
+) -> None:
+    """Run ``agent``, starting it again with backoff after a failure (a broker that cannot be
+    reached, or a fault of ours); its step forgets what it learned from records not committed."""
     backoff = 1.0
     while not stopping.is_set():
         try:
-            await _run_until_stopped(agent, stopping)
+            await _run_until_stopped(agent_loop(plan, agent, bootstrap, settings, sensors), stopping)
             return
-        except KafkaConnectionError as exc:
+        except DeploymentError:
+            raise
+        except TransportError as exc:
             logger.warning(
-                "agent %s: broker %s unreachable (%s); retrying in %.0f s",
-                agent.agent.name,
-                agent.bootstrap,
-                exc,
-                backoff,
+                "agent %s: broker %s unreachable (%s); retrying in %.0f s", agent.name, bootstrap, exc, backoff
             )
-            try:
-                await asyncio.wait_for(stopping.wait(), backoff)
-            except asyncio.TimeoutError:
-                pass
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
+        except Exception:
+            logger.exception("agent %s failed; starting it again in %.0f s", agent.name, backoff)
+        agent.step.release(lambda where: False)
+        try:
+            await asyncio.wait_for(stopping.wait(), backoff)
+        except asyncio.TimeoutError:
+            pass
+        backoff = min(backoff * 2, MAX_BACKOFF_S)
 
 
-async def _run_until_stopped(agent: StreamAgent, stopping: asyncio.Event) -> None:
-    """``agent.run``; once stopping, it gets ``STOP_GRACE_S`` to finish its batch before it is
+async def _run_until_stopped(loop: AgentLoop, stopping: asyncio.Event) -> None:
+    """``loop.run``; once stopping, it gets ``STOP_GRACE_S`` to finish its batch before it is
     cancelled (a batch can hang on a broker that vanished; cancelled, it is not committed)."""
-    task = asyncio.ensure_future(agent.run(stopping))
+    task = asyncio.ensure_future(loop.run(stopping))
     stopped = asyncio.ensure_future(stopping.wait())
     try:
         await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -83,7 +107,7 @@ async def _run_until_stopped(agent: StreamAgent, stopping: asyncio.Event) -> Non
             done, _ = await asyncio.wait([task], timeout=STOP_GRACE_S)
             if not done:
                 logger.warning(
-                    "agent %s: batch still running %.0f s after the stop; cancelling it", agent.agent.name, STOP_GRACE_S
+                    "agent %s: batch still running %.0f s after the stop; cancelling it", loop.agent.name, STOP_GRACE_S
                 )
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -1,17 +1,21 @@
 """The step contract: a step turns a batch of events into routed outcomes.
 
-Runtimes (the mock server, the Kafka agents) only ever call :meth:`Step.load`,
-:meth:`Step.process`, :meth:`Step.expire` and :meth:`Step.held`; where an
-outcome goes is decided by the graph from its ``route``, never by the step.
+The runtime (one delivery loop, over Kafka or in memory for the mock server) only ever
+calls :meth:`Step.load`, :meth:`Step.process`, :meth:`Step.expire`, :meth:`Step.held` and
+:meth:`Step.release`. A step declares the named routes it emits on (:meth:`Step.routes`)
+and the sub-steps that run as agents of their own (:meth:`Step.parts`); where an outcome
+goes is decided by the deployment plan from its ``route``, never by the step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
 
-from pipeline.events import ErrorRecord, Event
+from pipeline.events import ErrorRecord, Event, Position
+
+Keep: TypeAlias = Callable[[Position], bool]
 
 
 @dataclass(slots=True)
@@ -61,8 +65,23 @@ class Step:
         """Events consumed but not yet answered; the runtime must not commit past them."""
         return ()
 
-    def release(self, keep: Callable[[Event], bool]) -> None:
-        """Forget held events for which ``keep`` is false (their partition was revoked)."""
+    def release(self, keep: Keep) -> None:
+        """Forget what was learned from records whose position ``keep`` rejects: their partition
+        was revoked, or they will be delivered again (a failed batch, an aborted transaction)."""
+
+    def routes(self) -> Mapping[str, str]:
+        """The named routes this step emits on, each to the part (agent) it reaches; unnamed
+        outcomes go to the step's successors."""
+        return {}
+
+    def parts(self) -> Sequence[Step]:
+        """Sub-steps that run as agents of their own (a router's models, an ensemble's join)."""
+        return ()
+
+    def replies(self) -> Mapping[str, str]:
+        """Join tags this step puts on events, each to the part that collects the tagged events'
+        answers (and failures) instead of the successors."""
+        return {}
 
     def fail(self, event: Event, exc: BaseException) -> Fail:
         """The outcome for ``event`` rejected because of ``exc``."""
@@ -94,10 +113,9 @@ class TaskStep(Step):
                 continue
             if result is None:
                 continue
-            if self.full_event:
-                if not isinstance(result, Event):
-                    result = event.derive(result)
+            if isinstance(result, Event):
                 outcomes.append(Emit(result))
             else:
-                outcomes.append(Emit(event.derive(result)))
+                event.body = result  # the event is this step's own: no copy needed
+                outcomes.append(Emit(event))
         return outcomes

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -37,25 +37,38 @@ class Ensemble(Step):
         self.min_results = min_results
         self.timeout_ms = timeout_ms
         self.version = version
+        self._joiner: Join | None = None
 
     def merge(self, results: dict[str, Any]) -> Any:
         """One output per row from the members' outputs (``{member: outputs}``)."""
         raise NotImplementedError(f"ensemble {self.name!r} does not implement merge(results)")
 
+    def routes(self) -> Mapping[str, str]:
+        return {member: member for member in self.members}
+
+    def parts(self) -> Sequence[Step]:
+        return [self.joiner()]
+
+    def replies(self) -> Mapping[str, str]:
+        return {self.name: self.joiner().name}
+
     def process(self, events: list[Event]) -> list[Outcome]:
         outcomes: list[Outcome] = []
         for event in events:
             for member in self.members:
-                copy = event.copy()
-                copy.meta["join"] = self.name
-                outcomes.append(Emit(copy, member))
+                tagged = event.derive(event.body)  # the runtime gives each member its own body
+                tagged.meta["join"] = self.name
+                outcomes.append(Emit(tagged, member))
         return outcomes
 
     def joiner(self) -> Join:
         """The join step that turns member responses into the ensemble's response."""
-        join = Join(self.members, merge=self._respond, min_results=self.min_results, timeout_ms=self.timeout_ms)
-        join.name = f"{self.name}.join"
-        return join
+        if self._joiner is None or self._joiner.name != f"{self.name}.join":
+            self._joiner = Join(
+                self.members, merge=self._respond, min_results=self.min_results, timeout_ms=self.timeout_ms
+            )
+            self._joiner.name = f"{self.name}.join"
+        return self._joiner
 
     def _respond(self, event: Event, parts: dict[str, Any]) -> dict[str, Any]:
         outputs = self.merge({member: body["outputs"] for member, body in parts.items()})

@@ -1,4 +1,4 @@
-"""Join: waits for every part of an event (by event id) and merges them.
+"""Join: waits for every part of an event (by its internal identity, ``Event.uid``) and merges them.
 
 Used for branch joins in a graph and, by :class:`steps.ensemble.Ensemble`, to
 collect member results. All state is bounded: at most ``max_pending`` open
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import StepError
-from pipeline.events import Event
-from steps.base import Emit, Outcome, Step
+from pipeline.events import Event, Position
+from steps.base import Emit, Keep, Outcome, Step
 
 Merge = Callable[[Event, dict[str, Any]], Any]
 
@@ -40,7 +40,7 @@ class _Open:
 
 
 class Join(Step):
-    """Merges the parts named ``parts`` of each event once all arrived or time ran out.
+    """Merges the parts named ``parts`` (kept as ``expected``) of each event once all arrived or time ran out.
 
     ``min_results`` (default: all parts) is how many successful parts a merge
     needs; a result built from fewer parts than configured lists the missing
@@ -60,14 +60,14 @@ class Join(Step):
         max_pending: int = 100_000,
         remember: int = 100_000,
     ) -> None:
-        self.parts = tuple(parts)
+        self.expected = tuple(parts)
         self.merge = merge
-        self.min_results = len(self.parts) if min_results is None else min_results
+        self.min_results = len(self.expected) if min_results is None else min_results
         self.timeout = timeout_ms / 1000
         self.max_pending = max_pending
         self.remember = remember
         self._open: OrderedDict[str, _Open] = OrderedDict()
-        self._closed: OrderedDict[str, None] = OrderedDict()
+        self._closed: OrderedDict[str, Position | None] = OrderedDict()  # uid -> its first part's position
         self._settled: list[list[Event]] = []  # parts (by offset) of closed joins a commit could split
 
     def process(self, events: list[Event]) -> list[Outcome]:
@@ -75,11 +75,11 @@ class Join(Step):
         now = time.monotonic()
         for event in events:
             part = event.meta.get("part")
-            if event.id in self._closed or part not in self.parts:
+            if event.uid in self._closed or part not in self.expected:
                 continue  # a redelivered part of a finished join, or not ours
-            state = self._open.get(event.id)
+            state = self._open.get(event.uid)
             if state is None:
-                state = self._open[event.id] = _Open(now + self.timeout)
+                state = self._open[event.uid] = _Open(now + self.timeout)
             if part in state.results or part in state.failures:
                 continue  # duplicate part
             state.events.append(event)
@@ -87,8 +87,8 @@ class Join(Step):
                 state.failures[part] = event.meta["failed"]
             else:
                 state.results[part] = event.body
-            if len(state.results) + len(state.failures) == len(self.parts):
-                outcomes.append(self._close(event.id))
+            if len(state.results) + len(state.failures) == len(self.expected):
+                outcomes.append(self._close(event.uid))
         while len(self._open) > self.max_pending:
             outcomes.append(self._close(next(iter(self._open))))
         return outcomes
@@ -116,30 +116,39 @@ class Join(Step):
             self._settled.append(parts)
         return held
 
-    def release(self, keep: Callable[[Event], bool]) -> None:
-        for event_id in [i for i, s in self._open.items() if not all(map(keep, s.events))]:
-            del self._open[event_id]
-        self._settled = [parts for parts in self._settled if all(map(keep, parts))]
+    def release(self, keep: Keep) -> None:
+        def kept(events: list[Event]) -> bool:
+            return all(keep(event.meta["src"]) for event in events if "src" in event.meta)
 
-    def _close(self, event_id: str) -> Outcome:
-        state = self._open.pop(event_id)
-        self._closed[event_id] = None
-        if all("src" in part.meta for part in state.events):  # read from Kafka: its offsets matter
-            self._settled.append(sorted(state.events, key=lambda part: _position(part)[1]))
+        for uid in [uid for uid, state in self._open.items() if not kept(state.events)]:
+            del self._open[uid]
+        for uid in [uid for uid, where in self._closed.items() if where is not None and not keep(where)]:
+            del self._closed[uid]  # its answer was not made durable: its parts will come again
+        self._settled = [parts for parts in self._settled if kept(parts)]
+
+    def _close(self, uid: str) -> Outcome:
+        state = self._open.pop(uid)
+        positioned = all("src" in part.meta for part in state.events)  # read from a topic: offsets matter
+        if positioned:
+            state.events.sort(key=lambda part: _position(part)[1])
+            self._settled.append(list(state.events))
+        self._closed[uid] = state.events[0].meta["src"] if positioned else None
         if len(self._closed) > self.remember:
             self._closed.popitem(last=False)
         first = state.events[0]
-        missing = [part for part in self.parts if part not in state.results]
-        event = Event(None, first.id, first.path, first.key, first.headers, _meta_without_join(first))
+        missing = [part for part in self.expected if part not in state.results]
+        event = Event(
+            None, first.id, first.path, first.key, first.headers, _meta_without_join(first), first.uid, first.origin
+        )
         if len(state.results) < self.min_results:
             reasons = [f"{part}: {state.failures.get(part, 'no result in time')}" for part in missing]
             exc = StepError(
-                f"join {self.name!r}: {len(state.results)} of {len(self.parts)} parts answered, "
+                f"join {self.name!r}: {len(state.results)} of {len(self.expected)} parts answered, "
                 f"{self.min_results} needed; missing {'; '.join(reasons)}"
             )
             return self.fail(event, exc)
         try:
-            body = self.merge(event, {p: state.results[p] for p in self.parts if p in state.results})
+            body = self.merge(event, {p: state.results[p] for p in self.expected if p in state.results})
         except Exception as exc:
             return self.fail(event, exc)
         if missing and isinstance(body, dict):

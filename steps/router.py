@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipeline.errors import RoutingError
@@ -22,6 +23,12 @@ class ModelRouter(Step):
     def __init__(self, *, default: str | None = None) -> None:
         self.default = default
         self.models: dict[str, Step] = {}
+
+    def routes(self) -> Mapping[str, str]:
+        return {key: key for key in self.models}
+
+    def parts(self) -> Sequence[Step]:
+        return list(self.models.values())
 
     def process(self, events: list[Event]) -> list[Outcome]:
         outcomes: list[Outcome] = []

@@ -7,8 +7,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pipeline.errors import StepError
-from pipeline.events import Event
-from steps.base import Emit, Outcome, Step
+from pipeline.events import Event, Position
+from steps.base import Emit, Keep, Outcome, Step
 
 
 class Filter(Step):
@@ -86,26 +86,34 @@ class Enrich(Step):
 
 
 class Dedupe(Step):
-    """Drops events whose id it has seen among the last ``capacity`` ids.
+    """Drops a second copy of an event (same ``Event.uid``: a redelivery) among the last
+    ``capacity`` events it let through.
 
-    Put it last to make the output topic duplicate-free after redeliveries; its
-    input is keyed by event id, so all copies of an event reach the same worker.
-    Memory is bounded by ``capacity`` ids; a restarted worker starts empty.
+    Put it last to make the output topic duplicate-free after redeliveries; its input is
+    keyed by the event's identity, so all copies of an event reach the same worker. A client
+    that sends the same request id twice gets two answers: those are two requests. What it
+    remembers is tied to committed offsets, so a failed batch or a rebalance never makes it
+    drop an event that was not delivered; a worker that is killed loses its memory, and the
+    events it had not committed come once more (see docs/reliability.md).
     """
 
     keyed_by_id = True
 
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen: OrderedDict[str, Position | None] = OrderedDict()
 
     def process(self, events: list[Event]) -> list[Outcome]:
         outcomes: list[Outcome] = []
         for event in events:
-            if event.id in self._seen:
+            if event.uid in self._seen:
                 continue
-            self._seen[event.id] = None
+            self._seen[event.uid] = event.meta.get("src")
             if len(self._seen) > self.capacity:
                 self._seen.popitem(last=False)
             outcomes.append(Emit(event))
         return outcomes
+
+    def release(self, keep: Keep) -> None:
+        for uid in [uid for uid, where in self._seen.items() if where is not None and not keep(where)]:
+            del self._seen[uid]

@@ -25,13 +25,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 from test_kafka_deploy import ASSIGNED, deploy
 
-from pipeline.agent import AgentSettings
 from pipeline.broker import EmbeddedKafka
 from pipeline.client import Received, Request, consume, produce
 from pipeline.demo import drive
 from pipeline.deployment import Workers
 from pipeline.loading import load_graph
 from pipeline.plan import Plan, build_plan
+from pipeline.runtime.settings import AgentSettings
 from pipeline.topics import ensure_topics
 
 pytestmark = pytest.mark.kafka

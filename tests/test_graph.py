@@ -65,7 +65,7 @@ def test_plan_gives_each_step_model_and_join_its_topic():
         "vote.join": "iris.vote.join",
         "post": "iris.post",
     }
-    assert plan.agent("models").routes == {k: (f"iris.{k}",) for k in ("lr", "rf", "vote")}
+    assert plan.agent("models").routes == {None: ("iris.post",), **{k: (f"iris.{k}",) for k in ("lr", "rf", "vote")}}
     assert plan.agent("lr").routes[None] == ("iris.post",)
     assert plan.agent("post").routes[None] == ("iris.predictions",)
     assert plan.topics()[-2:] == ["iris.predictions", "iris.dlq"]

@@ -64,30 +64,57 @@ def test_deadline_wrong_rows_and_oversized_outputs_are_dead_lettered(kafka, depl
     assert why[slow.id][:2] == ("echo", "StepError") and "longer than its 500 ms deadline" in why[slow.id][2]
     assert why[short.id] == ("short", "StepError", "model 'short': predict returned 1 rows for 2 inputs")
     assert why[huge.id][:2] == ("echo", "MessageSizeTooLargeError") and "max_request_size" in why[huge.id][2]
-    assert more_dead[huge.id].headers["source_topic"].decode() == f"{plan.graph.name}.echo"
+    letter = more_dead[huge.id]
+    assert (letter.headers["source_topic"].decode(), letter.headers["failed_topic"].decode()) == (
+        plan.source,
+        f"{plan.graph.name}.echo",
+    )
+    assert letter.value == huge.value() and letter.key == huge.key  # the request as it entered: replayable
     after = [Request({"inputs": [[i, 1]]}) for i in range(20)]
     summary, answers, _ = asyncio.run(drive(kafka, reference, after, timeout_s=60))
     assert summary.answered == 20 and [answers[r.id]["outputs"] for r in after] == [[i + 1] for i in range(20)]
 
 
-def test_dedupe_step_lets_one_copy_of_each_event_reach_the_output(kafka, deployment):
+def test_a_client_reusing_a_request_id_is_answered_every_time(kafka, deployment):
     _, plan, _ = deployment("inputs_graph")
     requests = [Request({"inputs": [[i, 0]]}) for i in range(50)]
-    copies = [Request(dict(r.body)) for r in requests for _ in range(3)]
-    asyncio.run(produce(kafka, plan.source, copies))
+    retries = [Request(dict(r.body)) for r in requests for _ in range(3)]  # the same id three times
+    asyncio.run(produce(kafka, plan.source, retries))
+    counts = asyncio.run(_count_answers(kafka, plan.sink, {r.id for r in requests}, grace_s=3, at_least=3))
+    assert counts == {r.id: 3 for r in requests}
+
+
+def test_dedupe_step_drops_what_a_killed_worker_sends_again(kafka, deployment):
+    _, plan, workers = deployment("inputs_graph")
+    warm = [Request({"inputs": [[1, 2]]})]
+    asyncio.run(produce(kafka, plan.source, warm))
+    asyncio.run(_count_answers(kafka, plan.sink, {warm[0].id}, grace_s=0))
+    requests = [Request({"inputs": [[1000 + i, 1]]}, key=f"k{i % 40}".encode()) for i in range(3000)]
+
+    async def traffic_with_a_crash() -> None:
+        sending = asyncio.create_task(produce(kafka, plan.source, requests, rate=1000))
+        await asyncio.sleep(1.5)
+        workers.kill("echo")
+        workers.start("echo", 1)  # reads again from echo's last commit: its last answers come twice
+        await sending
+
+    asyncio.run(traffic_with_a_crash())
     counts = asyncio.run(_count_answers(kafka, plan.sink, {r.id for r in requests}, grace_s=5))
+    into_dedupe = asyncio.run(_count_answers(kafka, f"{plan.graph.name}.unique", {r.id for r in requests}, grace_s=1))
+    assert sum(into_dedupe.values()) > len(requests), "the crash sent nothing twice: the test proves nothing"
     assert counts == {r.id: 1 for r in requests}
 
 
 async def _count_answers(
-    kafka: str, topic: str, ids: set[str], *, grace_s: float, read_committed: bool = False
+    kafka: str, topic: str, ids: set[str], *, grace_s: float, read_committed: bool = False, at_least: int = 1
 ) -> Counter:
-    """How often each of ``ids`` appears on ``topic``: read until all appeared, then ``grace_s`` more."""
+    """How often each of ``ids`` appears on ``topic``: read until all appeared ``at_least`` times,
+    then ``grace_s`` more."""
     counts: Counter = Counter()
     complete_at: list[float] = []
 
     def done() -> bool:
-        if not complete_at and len(counts) == len(ids):
+        if not complete_at and len(counts) == len(ids) and min(counts.values()) >= at_least:
             complete_at.append(time.monotonic())
         return bool(complete_at) and time.monotonic() - complete_at[0] > grace_s
 

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.agent import StreamAgent
 from pipeline.broker import TansuBroker
 from pipeline.demo import drive, example_reference, make_requests
 from pipeline.deployment import Workers
 from pipeline.errors import DeploymentError
 from pipeline.loading import load_graph
 from pipeline.plan import build_plan
+from pipeline.runner import agent_loop
+from pipeline.runtime.settings import AgentSettings
 from pipeline.topics import ensure_topics
 
 pytestmark = [
@@ -44,6 +45,6 @@ def test_the_demo_graph_answers_on_tansu(tansu, tmp_path):
 def test_exactly_once_on_tansu_fails_at_start_with_a_clear_error(tansu, monkeypatch):
     monkeypatch.setenv("STREAMSERVE_TEST_RUN", str(time.time_ns()))
     plan = build_plan(load_graph(f"{Path(__file__).parent / 'graphs.py'}:exactly_once_graph"))
-    agent = StreamAgent(plan, plan.agent("echo"), tansu)
+    loop = agent_loop(plan, plan.agent("echo"), tansu, AgentSettings(), None)
     with pytest.raises(DeploymentError, match="did not accept a transactional producer"):
-        asyncio.run(agent.run(asyncio.Event()))
+        asyncio.run(loop.run(asyncio.Event()))

@@ -1,0 +1,75 @@
+"""Runs a step on a batch: inline on the event loop, or in a thread, within its deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from pipeline.errors import StepError
+from pipeline.events import Event
+from steps.base import Emit, Fail, Outcome, Step
+
+logger = logging.getLogger(__name__)
+INLINE_BELOW_S = 0.005  # a step whose batches take less than this runs on the event loop
+
+
+class Executor:
+    """Runs ``step.process`` on a batch and never raises: a crash or an overrun of the step's
+    ``deadline_ms`` fails every event of the batch instead.
+
+    With ``threads`` (deployments), a step whose last batch took 5 ms or more, or that has a
+    deadline, runs in a thread, so heartbeats go on during long batches; a batch past its
+    deadline is failed at once while the step finishes it in the background. Without threads
+    (the mock server) every batch runs inline and one that overran its deadline is failed
+    when it returns: the same outcome, later.
+    """
+
+    def __init__(self, step: Step, *, threads: bool = True) -> None:
+        self.step, self.threads = step, threads
+        self._inline = not threads  # the first batch runs in a thread: its cost is unknown
+        self._overrun: asyncio.Future | None = None
+
+    async def run(self, events: list[Event]) -> list[Outcome]:
+        """The step's outcomes for ``events``."""
+        step = self.step
+        if self._overrun is not None:  # a batch past its deadline still holds the step: wait for it
+            with contextlib.suppress(Exception):
+                await self._overrun
+            self._overrun = None
+        started = time.perf_counter()
+        try:
+            if self._inline and (step.deadline_ms is None or not self.threads):
+                outcomes = step.process(events)
+                if step.deadline_ms is not None and time.perf_counter() - started > step.deadline_ms / 1000:
+                    return self._late(events)
+                return _checked(step, outcomes)
+            work = asyncio.ensure_future(asyncio.to_thread(step.process, events))
+            if step.deadline_ms is None:
+                return _checked(step, await work)
+            try:
+                return _checked(step, await asyncio.wait_for(asyncio.shield(work), step.deadline_ms / 1000))
+            except asyncio.TimeoutError:
+                self._overrun = work
+                return self._late(events)
+        except Exception as exc:  # a broken step must not stop the agent
+            logger.exception("step %s failed a whole batch of %d events", step.name, len(events))
+            return [step.fail(event, StepError(f"step crashed: {exc!r}")) for event in events]
+        finally:
+            if self.threads:
+                self._inline = time.perf_counter() - started < INLINE_BELOW_S
+
+    def _late(self, events: list[Event]) -> list[Outcome]:
+        late = StepError(
+            f"step {self.step.name!r} took longer than its {self.step.deadline_ms:g} ms deadline "
+            f"on a batch of {len(events)} events"
+        )
+        return [self.step.fail(event, late) for event in events]
+
+
+def _checked(step: Step, outcomes: list[Outcome]) -> list[Outcome]:
+    for outcome in outcomes:
+        if not isinstance(outcome, (Emit, Fail)):
+            raise StepError(f"step {step.name!r} returned {outcome!r:.80} from process(), not an Emit or a Fail")
+    return outcomes

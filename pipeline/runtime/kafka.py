@@ -1,0 +1,218 @@
+"""The Kafka transport: aiokafka's consumer and producer behind the transport protocol. The
+only module that touches aiokafka's producer and consumer; its errors leave here as
+streamserve's own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Collection, Generator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import TopicPartition as KafkaPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaConnectionError, KafkaError, MessageSizeTooLargeError
+from aiokafka.partitioner import DefaultPartitioner
+
+from pipeline.errors import DeploymentError, RecordTooLarge, TransportError
+from pipeline.runtime.settings import AgentSettings
+from pipeline.runtime.transport import BatchBuilder, Outgoing, Rebalance, Record, TopicPartition
+
+logger = logging.getLogger(__name__)
+TRANSACTION_TIMEOUT_MS = 10_000
+
+
+def _translated(exc: BaseException) -> BaseException:
+    if isinstance(exc, MessageSizeTooLargeError):
+        return RecordTooLarge(str(exc) or "record over the size limit")
+    if isinstance(exc, (KafkaError, OSError)):
+        return TransportError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+class _Delivery:
+    """A producer's delivery future whose errors are streamserve's."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future) -> None:
+        self.future = future
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        try:
+            return (yield from self.future.__await__())
+        except (KafkaError, OSError) as exc:
+            raise _translated(exc) from exc
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, listener: Rebalance) -> None:
+        self.listener = listener
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        if revoked:
+            await self.listener.revoked({(tp.topic, tp.partition) for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.listener.assigned({(tp.topic, tp.partition) for tp in assigned})
+
+
+class KafkaTransport:
+    """One agent's aiokafka consumer (a member of its group) and producer."""
+
+    def __init__(
+        self, bootstrap: str, settings: AgentSettings, *, exactly_once: bool = False, client_id: str = "streamserve"
+    ) -> None:
+        self.bootstrap, self.settings, self.exactly_once, self.client_id = bootstrap, settings, exactly_once, client_id
+        self._partitioner = DefaultPartitioner()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+
+    async def start(self, topic: str, group: str, listener: Rebalance) -> None:
+        try:
+            await self._start(topic, group, listener)
+        except BaseException:
+            await self.stop()  # a failed start leaves no client open
+            raise
+
+    async def _start(self, topic: str, group: str, listener: Rebalance) -> None:
+        s = self.settings
+        transactional = {"transactional_id": self.client_id, "transaction_timeout_ms": TRANSACTION_TIMEOUT_MS}
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            client_id=self.client_id,
+            acks="all",
+            enable_idempotence=self.exactly_once,
+            linger_ms=s.linger_ms,
+            max_batch_size=s.batch_bytes,
+            max_request_size=s.max_request_size,
+            compression_type=s.compression_type,
+            **(transactional if self.exactly_once else {}),
+        )
+        await self._start_producer(group)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=group,
+            client_id=self.client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
+            isolation_level="read_committed" if self.exactly_once else "read_uncommitted",
+        )
+        self.consumer.subscribe([topic], listener=_Listener(listener))
+        try:
+            await self.consumer.start()
+        except (KafkaError, OSError) as exc:
+            raise _translated(exc) from exc
+
+    async def _start_producer(self, group: str) -> None:
+        assert self.producer is not None
+        try:
+            await asyncio.wait_for(self.producer.start(), 30 if self.exactly_once else None)
+        except (KafkaConnectionError, OSError) as exc:
+            raise TransportError(f"broker {self.bootstrap} unreachable: {exc}") from exc
+        except (asyncio.TimeoutError, KafkaError) as exc:
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
+            if not self.exactly_once:
+                raise _translated(exc) from exc
+            raise DeploymentError(
+                f"group {group!r} asks for exactly_once, but the broker at {self.bootstrap} did not accept a "
+                f"transactional producer ({type(exc).__name__}: {exc}); use Apache Kafka (Tansu has no "
+                "transactions) or guarantee='at_least_once'"
+            ) from exc
+
+    async def poll(self, max_records: int, timeout_ms: int) -> dict[TopicPartition, list[Record]]:
+        assert self.consumer is not None
+        try:
+            return await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)  # type: ignore[return-value]
+        except (KafkaError, OSError) as exc:
+            raise _translated(exc) from exc
+
+    async def partitions_for(self, topic: str) -> list[int]:
+        assert self.producer is not None
+        try:
+            return sorted(await self.producer.partitions_for(topic))
+        except (KafkaError, OSError) as exc:
+            raise _translated(exc) from exc
+
+    def partition(self, key: bytes, partitions: list[int]) -> int:
+        return self._partitioner(key, partitions, partitions)
+
+    def create_batch(self) -> BatchBuilder:
+        assert self.producer is not None
+        return self.producer.create_batch()
+
+    async def send_batch(self, batch: BatchBuilder, topic: str, partition: int) -> Awaitable[Any]:
+        assert self.producer is not None
+        try:
+            return _Delivery(await self.producer.send_batch(batch, topic, partition=partition))  # type: ignore[arg-type]
+        except (KafkaError, OSError) as exc:
+            raise _translated(exc) from exc
+
+    async def send(self, record: Outgoing, partition: int | None) -> Awaitable[Any]:
+        assert self.producer is not None
+        try:
+            future = await self.producer.send(
+                record.topic, record.value, key=record.key, headers=record.headers, partition=partition
+            )
+        except (KafkaError, OSError) as exc:
+            raise _translated(exc) from exc
+        return _Delivery(future)
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        assert self.consumer is not None
+        try:
+            await self.consumer.commit({KafkaPartition(*tp): offset for tp, offset in offsets.items()})
+        except (KafkaError, OSError) as exc:
+            raise _translated(exc) from exc
+
+    async def committed(self, partition: TopicPartition) -> int | None:
+        assert self.consumer is not None
+        try:
+            return await self.consumer.committed(KafkaPartition(*partition))
+        except (KafkaError, OSError) as exc:
+            raise _translated(exc) from exc
+
+    async def seek(self, partition: TopicPartition, offset: int | None) -> None:
+        assert self.consumer is not None
+        tp = KafkaPartition(*partition)
+        if offset is None:
+            await self.consumer.seek_to_beginning(tp)
+        else:
+            self.consumer.seek(tp, offset)
+
+    def assignment(self) -> Collection[TopicPartition]:
+        assert self.consumer is not None
+        return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+
+    @asynccontextmanager
+    async def transaction(self) -> Any:
+        assert self.producer is not None
+        try:
+            async with self.producer.transaction():
+                yield
+        except (KafkaError, OSError) as exc:
+            raise _translated(exc) from exc
+
+    async def send_offsets_to_transaction(self, offsets: dict[TopicPartition, int], group: str) -> None:
+        assert self.producer is not None
+        partitions = {KafkaPartition(*tp): offset for tp, offset in offsets.items()}
+        try:
+            await self.producer.send_offsets_to_transaction(partitions, group)
+        except (KafkaError, OSError) as exc:
+            raise _translated(exc) from exc
+
+    async def stop(self) -> None:
+        for client in (self.consumer, self.producer):
+            if client is None:
+                continue
+            try:
+                await client.stop()
+            except (KafkaError, OSError, asyncio.CancelledError) as exc:  # aiokafka's own tasks, cancelled
+                logger.warning("%s %s did not stop cleanly (%r)", type(client).__name__, self.client_id, exc)

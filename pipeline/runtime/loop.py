@@ -1,0 +1,233 @@
+"""The delivery loop of one agent: consume a batch -> decode -> step -> route -> send -> checkpoint.
+
+The same loop runs every agent of a deployment (over Kafka) and of the mock server (over
+memory). No record can stop it: a record that cannot be decoded, an event the step rejects,
+an output that cannot be encoded or sent are dead-lettered; a broker failure makes it read
+again from the last commit after a backoff; anything else dead-letters the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from pipeline.errors import CodecError, StepError, TransportError
+from pipeline.events import ErrorRecord
+from pipeline.plan import DEAD_LETTER, Agent, Plan, route
+from pipeline.runtime.checkpoint import Checkpoint
+from pipeline.runtime.deadletter import DeadLetters
+from pipeline.runtime.executor import Executor
+from pipeline.runtime.sender import Sender
+from pipeline.runtime.sensors import Sensors
+from pipeline.runtime.settings import AgentSettings
+from pipeline.runtime.transport import Outgoing, Record, TopicPartition, Transport
+from pipeline.runtime.wire import BytesWire, Wire
+from steps.base import Outcome
+
+logger = logging.getLogger(__name__)
+CLOSE_TIMEOUT_S = 15.0  # the longest a stop waits on the broker
+MAX_BACKOFF_S = 30.0
+
+
+class AgentLoop:
+    """Runs one :class:`pipeline.plan.Agent` over a transport until stopped.
+
+    ``wire`` turns records into events and back (bytes by default); ``inline`` is for a
+    transport that never waits (the mock server's): steps run inline and nothing runs beside
+    a batch, so no lock is taken;
+    ``commit_interval_ms`` of the settings is how often offsets are committed (0: every batch;
+    None: never, for the mock server).
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        agent: Agent,
+        transport: Transport,
+        *,
+        settings: AgentSettings | None = None,
+        wire: Wire | None = None,
+        sensors: Sensors | None = None,
+        inline: bool = False,
+    ) -> None:
+        self.plan, self.agent, self.transport = plan, agent, transport
+        self.settings = s = settings or AgentSettings()
+        self.group = f"{plan.graph.name}.{agent.name}"
+        self.sensors = sensors or Sensors()
+        self.wire = wire or BytesWire(plan.source, plan.sink, plan.id_keyed_topics)
+        self.executor = Executor(agent.step, threads=not inline)
+        self.dead_letters = DeadLetters(plan.dlq, plan.source, agent.name, self.sensors, plan.graph.on_error)
+        self.sender = Sender(transport, self._too_large, batch_bytes=s.batch_bytes, max_request_size=s.max_request_size)
+        self.checkpoint = Checkpoint(
+            transport,
+            self.sender,
+            agent.step,
+            name=agent.name,
+            group=self.group,
+            exactly_once=plan.graph.guarantee == "exactly_once",
+            commit_interval_s=None if s.commit_interval_ms is None else s.commit_interval_ms / 1000,
+            sensors=self.sensors,
+        )
+        self.inline = inline
+        self._lock: asyncio.Lock | contextlib.AbstractAsyncContextManager = (
+            contextlib.nullcontext() if inline else asyncio.Lock()
+        )
+        self._backoff = 0.0
+        self._rewind_due = False
+        self.processed = 0
+
+    # -- life cycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        """Join the agent's group on its input topic (the step is loaded by its owner)."""
+        await self.transport.start(self.agent.input, self.group, self)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Start, then consume and process until ``stopping`` is set; commit and leave."""
+        await self.start()
+        logger.info("agent %s consuming %s as group %s", self.agent.name, self.agent.input, self.group)
+        try:
+            while not stopping.is_set():
+                await self.poll_once()
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Commit what is safe, leave the group; bounded, so a vanished broker cannot hold a stop."""
+        try:
+            await asyncio.wait_for(self._shutdown(), CLOSE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            logger.warning(
+                "agent %s: the broker did not answer within %.0f s of stopping; left without a final commit "
+                "(the last records will be read again)",
+                self.agent.name,
+                CLOSE_TIMEOUT_S,
+            )
+        logger.info("agent %s stopped after %d events", self.agent.name, self.processed)
+
+    async def _shutdown(self) -> None:
+        if not self._rewind_due:
+            try:
+                async with self._lock:
+                    await self.checkpoint.commit_all()
+            except TransportError as exc:
+                logger.warning(
+                    "agent %s: final commit failed (%s); the last records will be read again", self.agent.name, exc
+                )
+        await self.transport.stop()
+
+    # -- the group's partitions (the transport calls these) -----------------------------
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
+        self.sensors.revoked(self.agent.name, partitions)
+        async with self._lock:
+            await self.checkpoint.revoke(partitions)
+
+    async def assigned(self, partitions: set[TopicPartition]) -> None:
+        self.sensors.assigned(self.agent.name, partitions)
+        logger.info("agent %s assigned %s", self.agent.name, sorted(f"{t}[{p}]" for t, p in partitions))
+
+    # -- one batch ---------------------------------------------------------------------
+    async def poll_once(self, timeout_ms: int | None = None) -> None:
+        """Read what arrived (waiting up to ``timeout_ms``) and handle it; never raises but to stop."""
+        s = self.settings
+        try:
+            if self._rewind_due:
+                await asyncio.sleep(self._backoff)
+                async with self._lock:
+                    await self.checkpoint.rewind()
+                self._rewind_due = False
+            records = await self.transport.poll(
+                s.max_batch_size, s.max_batch_time_ms if timeout_ms is None else timeout_ms
+            )
+            if self.inline:
+                await self.handle(records)
+            else:
+                async with self._lock:
+                    await self.handle(records)
+            self._backoff = 0.0
+        except TransportError as exc:
+            self._backoff = min(max(2 * self._backoff, 1.0), MAX_BACKOFF_S)
+            self._rewind_due = True
+            self.sensors.commit_failed(self.agent.name, exc)
+            logger.warning(
+                "agent %s: %s; reading again from the last commit in %.0f s", self.agent.name, exc, self._backoff
+            )
+
+    async def expire_all(self) -> None:
+        """Close everything the step holds now, as if its timeouts had passed (the mock server's end)."""
+        async with self._lock:
+            await self.handle({}, now=float("inf"))
+
+    async def handle(self, records: dict[TopicPartition, list[Record]], now: float | None = None) -> None:
+        """Process one batch of records, send every output, commit what is safe; ``now`` is the
+        time the step's held work is expired at (default: the monotonic clock)."""
+        try:
+            outputs = await self._process(records, time.monotonic() if now is None else now)
+        except Exception as exc:  # a bug of ours must not stop the agent: the batch is dead-lettered
+            logger.exception(
+                "agent %s failed on a batch of %d records", self.agent.name, sum(map(len, records.values()))
+            )
+            error = StepError(f"agent {self.agent.name!r} could not process the batch: {exc!r}")
+            outputs = [self.dead_letters.for_record(r, error) for batch in records.values() for r in batch]
+        if outputs:
+            self.sensors.sent(self.agent.name, len(outputs))
+        await self.checkpoint.send(outputs)
+
+    async def _process(self, records: dict[TopicPartition, list[Record]], now: float) -> list[Outgoing]:
+        outputs: list[Outgoing] = []
+        events = []
+        decode, count = self.wire.decode, 0
+        for partition, batch in records.items():
+            for record in batch:
+                try:
+                    event = decode(record)
+                except CodecError as exc:
+                    outputs.append(self.dead_letters.for_record(record, exc))
+                    continue
+                event.meta["src"] = (record.topic, record.partition, record.offset)
+                events.append(event)
+            count += len(batch)
+            self.checkpoint.read(partition, batch[-1].offset + 1)
+        outcomes: list[Outcome] = []
+        if count:
+            self.sensors.batch_consumed(self.agent.name, count)
+        if events:
+            started = time.perf_counter()
+            outcomes = await self.executor.run(events)
+            self.sensors.step_done(self.agent.name, len(events), len(outcomes), time.perf_counter() - started)
+            self.processed += len(events)
+        expired = self.agent.step.expire(now)
+        if expired:
+            outcomes += expired
+        self.wire.next_batch()
+        for outcome in outcomes:
+            self._deliver(outcome, outputs)
+        return outputs
+
+    def _deliver(self, outcome: Outcome, outputs: list[Outgoing]) -> None:
+        """Add the records that carry ``outcome`` where :func:`pipeline.plan.route` sends it."""
+        try:
+            records = [
+                self.dead_letters.for_event(event, outcome.error)  # type: ignore[union-attr]
+                if topic is DEAD_LETTER
+                else self.wire.encode(topic, event)
+                for topic, event in route(self.agent, outcome)
+            ]
+        except Exception as exc:  # an output the wire cannot carry
+            event = outcome.event
+            error = StepError(f"step {self.agent.name!r} produced an output that cannot be sent: {exc!s:.300}")
+            records = [self.dead_letters.for_event(event, ErrorRecord.from_exception(event.id, self.agent.name, error))]
+        outputs += records
+
+    def _too_large(self, record: Outgoing, limit: str) -> Outgoing | None:
+        event = record.source
+        if event is None:
+            return None
+        error = ErrorRecord(
+            event.id,
+            self.agent.name,
+            "MessageSizeTooLargeError",
+            f"step {self.agent.name!r} produced {len(record.value)} bytes for {record.topic!r}, over {limit}",
+        )
+        return self.dead_letters.for_event(event, error)

@@ -1,0 +1,277 @@
+"""An in-memory broker and its transport: topics with partitions, consumer groups, commits and
+transactions, for the mock server and for testing the delivery loop without Kafka.
+
+Nothing here ever waits, so the loop runs over it without an event loop (see
+:func:`run_now`); records are read in offset order from every assigned partition.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Awaitable, Collection, Coroutine, Generator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pipeline.errors import RecordTooLarge, TransportError
+from pipeline.runtime.transport import Header, Outgoing, Rebalance, Record, TopicPartition
+
+T = TypeVar("T")
+
+
+def run_now(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to its end at once; it must not wait on anything (memory transport,
+    inline steps)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError("a mock-server agent waited on something; only the memory transport can run here")
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition of a keyed record among ``partitions`` (a stable hash of the key)."""
+    return zlib.crc32(key) % partitions
+
+
+@dataclass(slots=True)
+class MemoryRecord:
+    """A record stored in a memory topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: Any
+    headers: tuple[Header, ...]
+
+
+class Delivered:
+    """An awaitable delivery result that is already known."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+    def __await__(self) -> Generator[Any, None, None]:
+        if self.error is not None:
+            raise self.error
+        return None
+        yield  # a generator that never suspends
+
+
+_DONE = Delivered()
+
+
+@dataclass
+class MemoryBroker:
+    """Topics (lists of partitions of records), consumer groups and their committed offsets.
+
+    ``partitions`` is the partition count of a topic created on first use; ``max_bytes``,
+    when set, refuses records whose value is longer (as a topic's max.message.bytes would).
+    """
+
+    partitions: int = 1
+    max_bytes: int | None = None
+    topics: dict[str, list[list[MemoryRecord]]] = field(default_factory=dict)
+    committed: dict[str, dict[TopicPartition, int]] = field(default_factory=dict)
+    members: dict[str, list[MemoryTransport]] = field(default_factory=dict)
+    fail_deliveries: int = 0  # the next N deliveries fail (failure tests)
+
+    def topic(self, name: str) -> list[list[MemoryRecord]]:
+        """The partitions of topic ``name``, created on first use."""
+        partitions = self.topics.get(name)
+        if partitions is None:
+            partitions = self.topics[name] = [[] for _ in range(self.partitions)]
+        return partitions
+
+    def append(self, topic: str, partition: int, key: bytes | None, value: Any, headers: Any) -> MemoryRecord:
+        """Store one record; the record as a consumer will read it."""
+        log = self.topic(topic)[partition]
+        record = MemoryRecord(topic, partition, len(log), int(time.time() * 1000), key, value, tuple(headers))
+        log.append(record)
+        return record
+
+    def records(self, topic: str) -> Iterator[MemoryRecord]:
+        """Every record of ``topic``, partition by partition."""
+        for log in self.topic(topic):
+            yield from log
+
+    def end_offsets(self, topic: str) -> dict[TopicPartition, int]:
+        """The next offset of each partition of ``topic``."""
+        return {(topic, number): len(log) for number, log in enumerate(self.topic(topic))}
+
+    async def rebalance(self, group: str) -> None:
+        """Share the group's topic partitions among its members, round robin, calling each
+        member's listener as Kafka's protocol would (revocations first)."""
+        members = self.members.get(group, [])
+        if not members:
+            return
+        topic = members[0].topic
+        wanted: dict[int, set[TopicPartition]] = {id(m): set() for m in members}
+        for number in range(len(self.topic(topic))):
+            wanted[id(members[number % len(members)])].add((topic, number))
+        for member in members:
+            lost = member.owned - wanted[id(member)]
+            if lost:
+                await member.listener.revoked(lost)
+                member.owned -= lost
+                member.owned_changed()
+        for member in members:
+            gained = wanted[id(member)] - member.owned
+            if gained:
+                for tp in gained:
+                    member.positions[tp] = self.committed.get(group, {}).get(tp, 0)
+                member.owned |= gained
+                member.owned_changed()
+                await member.listener.assigned(gained)
+
+
+class _Batch:
+    """A memory record batch: at most ``limit`` bytes of values (one record always fits)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.size = limit, 0
+        self.records: list[tuple[bytes | None, Any, list[Header]]] = []
+
+    def append(self, *, key: bytes | None, value: Any, timestamp: int | None, headers: list[Header]) -> Any:
+        size = len(value) if isinstance(value, (bytes, bytearray)) else 0
+        if self.records and self.size + size > self.limit:
+            return None
+        self.records.append((key, value, headers))
+        self.size += size
+        return True
+
+    def close(self) -> None:
+        """Nothing to flush."""
+
+
+class MemoryTransport:
+    """One group member and producer on a :class:`MemoryBroker`."""
+
+    def __init__(self, broker: MemoryBroker, *, batch_bytes: int = 16_384) -> None:
+        self.broker, self.batch_bytes = broker, batch_bytes
+        self.topic, self.group = "", ""
+        self.owned: set[TopicPartition] = set()
+        self.positions: dict[TopicPartition, int] = {}
+        self._next = 0  # the partition a poll starts with, rotated for fairness
+        self._logs: list[tuple[TopicPartition, list[MemoryRecord]]] = []  # the owned partitions' logs
+        self._open: list[tuple[str, int, bytes | None, Any, list[Header]]] | None = None  # a transaction's sends
+        self._offsets: dict[TopicPartition, int] = {}
+
+    async def start(self, topic: str, group: str, listener: Rebalance) -> None:
+        self.topic, self.group, self.listener = topic, group, listener
+        self.broker.topic(topic)
+        self.broker.members.setdefault(group, []).append(self)
+        await self.broker.rebalance(group)
+
+    def owned_changed(self) -> None:
+        """The group changed this member's partitions."""
+        topic = self.broker.topic(self.topic)
+        self._logs = [(tp, topic[tp[1]]) for tp in sorted(self.owned)]
+
+    async def poll(self, max_records: int, timeout_ms: int) -> dict[TopicPartition, list[Record]]:
+        batches: dict[TopicPartition, list[Record]] = {}
+        logs, positions = self._logs, self.positions
+        self._next += 1
+        for index in range(len(logs)):
+            tp, log = logs[(self._next + index) % len(logs)]
+            position = positions[tp]
+            if len(log) <= position:
+                continue
+            taken = log[position : position + max_records]
+            if taken:
+                batches[tp] = list(taken)
+                self.positions[tp] = position + len(taken)
+                max_records -= len(taken)
+                if max_records <= 0:
+                    break
+        return batches
+
+    def pending(self) -> bool:
+        """Whether records of the owned partitions are waiting to be read."""
+        positions = self.positions
+        for tp, log in self._logs:
+            if len(log) > positions[tp]:
+                return True
+        return False
+
+    async def partitions_for(self, topic: str) -> list[int]:
+        return list(range(len(self.broker.topic(topic))))
+
+    def partition(self, key: bytes, partitions: list[int]) -> int:
+        return partitions[key_partition(key, len(partitions))]
+
+    def create_batch(self) -> _Batch:
+        return _Batch(self.batch_bytes)
+
+    async def send_batch(self, batch: _Batch, topic: str, partition: int) -> Awaitable[Any]:
+        limit = self.broker.max_bytes
+        if limit is not None and batch.size > limit:
+            return Delivered(RecordTooLarge(f"a record batch of {batch.size} bytes is over {limit} for {topic!r}"))
+        if self.broker.fail_deliveries:
+            self.broker.fail_deliveries -= 1
+            return Delivered(TransportError(f"delivery to {topic!r} failed (injected)"))
+        for key, value, headers in batch.records:
+            self._store(topic, partition, key, value, headers)
+        return Delivered()
+
+    async def send(self, record: Outgoing, partition: int | None) -> Awaitable[Any]:
+        value, limit = record.value, self.broker.max_bytes
+        if limit is not None and isinstance(value, (bytes, bytearray)) and len(value) > limit:
+            raise RecordTooLarge(f"a record of {len(value)} bytes is over {limit} for {record.topic!r}")
+        if partition is None:
+            logs = self.broker.topic(record.topic)
+            partition = 0 if record.key is None or len(logs) == 1 else key_partition(record.key, len(logs))
+        if self._open is None:
+            self.broker.append(record.topic, partition, record.key, value, record.headers)
+        else:
+            self._open.append((record.topic, partition, record.key, value, record.headers))
+        return _DONE
+
+    def _store(self, topic: str, partition: int, key: bytes | None, value: Any, headers: list[Header]) -> None:
+        if self._open is not None:
+            self._open.append((topic, partition, key, value, headers))
+        else:
+            self.broker.append(topic, partition, key, value, headers)
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.broker.committed.setdefault(self.group, {}).update(offsets)
+
+    async def committed(self, partition: TopicPartition) -> int | None:
+        return self.broker.committed.get(self.group, {}).get(partition)
+
+    async def seek(self, partition: TopicPartition, offset: int | None) -> None:
+        self.positions[partition] = offset or 0
+
+    def assignment(self) -> Collection[TopicPartition]:
+        return set(self.owned)
+
+    @asynccontextmanager
+    async def transaction(self) -> Any:
+        self._open, self._offsets = [], {}
+        try:
+            yield
+        except BaseException:
+            self._open = None
+            raise
+        sends, self._open = self._open, None
+        for topic, partition, key, value, headers in sends:
+            self.broker.append(topic, partition, key, value, headers)
+        await self.commit(self._offsets)
+
+    async def send_offsets_to_transaction(self, offsets: dict[TopicPartition, int], group: str) -> None:
+        self._offsets.update(offsets)
+
+    async def stop(self) -> None:
+        members = self.broker.members.get(self.group, [])
+        if self in members:
+            members.remove(self)
+            await self.listener.revoked(set(self.owned))
+            self.owned.clear()
+            self.owned_changed()
+            await self.broker.rebalance(self.group)

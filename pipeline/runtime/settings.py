@@ -1,0 +1,30 @@
+"""Settings every agent of a worker process shares: batching, commits, Kafka clients, identity."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+
+def default_instance() -> str:
+    """This worker's identity among the replicas of a step: ``$STREAMSERVE_INSTANCE`` (set it from
+    a pod name or a compose index), else ``<hostname>.<pid>``, unique on every machine."""
+    return os.environ.get("STREAMSERVE_INSTANCE") or f"{socket.gethostname()}.{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """Batching, commit, client and group settings shared by every agent of a process."""
+
+    max_batch_size: int = 500
+    max_batch_time_ms: int = 100  # poll wait when nothing is buffered; a batch is what arrived by then
+    commit_interval_ms: int | None = 100  # at-least-once: outputs awaited, offsets committed this often
+    batch_bytes: int = 16_384  # the producer's record batch size; a larger record is sent alone
+    linger_ms: int = 1
+    max_request_size: int = 1_048_576
+    compression_type: str | None = None
+    session_timeout_ms: int = 6_000
+    heartbeat_interval_ms: int = 1_500
+    fetch_max_wait_ms: int = 500  # the broker answers as soon as a record arrives; this only saves idle polls
+    instance: str = field(default_factory=default_instance)

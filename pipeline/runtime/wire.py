@@ -1,0 +1,75 @@
+"""How an agent turns records into events and events into records: bytes (Kafka, and the
+strict mock server), or the event objects themselves (the default mock server)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pipeline.codec import decode_envelope, decode_request, encode_envelope, encode_response, request_event
+from pipeline.events import Event
+from pipeline.runtime.transport import Outgoing, Record
+
+
+class Wire(Protocol):
+    """Decodes an agent's input records and encodes its outputs."""
+
+    def decode(self, record: Record) -> Event:
+        """The event ``record`` carries; raises CodecError."""
+
+    def encode(self, topic: str, event: Event) -> Outgoing:
+        """The record that carries ``event`` to ``topic``."""
+
+    def next_batch(self) -> None:
+        """A new batch of outputs begins."""
+
+
+class BytesWire:
+    """Requests in (JSON or msgpack), msgpack envelopes between steps, answers in the request's
+    format: what crosses Kafka."""
+
+    def __init__(self, source: str, sink: str, id_keyed: frozenset[str]) -> None:
+        self.source, self.sink, self.id_keyed = source, sink, id_keyed
+
+    def decode(self, record: Record) -> Event:
+        if record.topic == self.source:
+            return decode_request(record)
+        return decode_envelope(record.value, dict(record.headers))
+
+    def encode(self, topic: str, event: Event) -> Outgoing:
+        headers = [(name, value) for name, value in event.headers.items() if name != "id"]
+        headers.append(("id", event.id.encode()))
+        if topic == self.sink:
+            value = encode_response(event.body, event.meta.get("format", "json"))
+            return Outgoing(topic, value, event.key, headers, event)
+        key = event.uid.encode() if topic in self.id_keyed else event.key
+        return Outgoing(topic, encode_envelope(event), key, headers, event)
+
+    def next_batch(self) -> None:
+        """Bytes are independent copies: nothing to track."""
+
+
+class ObjectWire(BytesWire):
+    """Requests arrive as bodies (no bytes: a dead letter carries none); between steps the
+    event objects travel as they are.
+    An event body sent a second time in one batch (branches, ensemble members) is deep-copied,
+    so each branch owns its body, as each consumer of a Kafka topic does."""
+
+    def __init__(self, source: str, sink: str, id_keyed: frozenset[str]) -> None:
+        super().__init__(source, sink, id_keyed)
+        self._sent: set[int] = set()
+
+    def decode(self, record: Record) -> Event:
+        if record.topic == self.source:
+            return request_event(record.value, "json", b"", record)
+        return record.value
+
+    def encode(self, topic: str, event: Event) -> Outgoing:
+        if id(event.body) in self._sent:
+            event = event.copy()
+        else:
+            self._sent.add(id(event.body))
+        key = event.uid.encode() if topic in self.id_keyed else event.key
+        return Outgoing(topic, event.body if topic == self.sink else event, key, [], event)
+
+    def next_batch(self) -> None:
+        self._sent.clear()
