@@ -247,11 +247,12 @@ class Graph:
                     raise GraphError(f"ensemble {key!r}: member {member!r} is itself an ensemble")
 
     # -- running --------------------------------------------------------------
-    def to_mock_server(self) -> MockServer:
-        """The whole graph in-process, with the same step objects (no broker)."""
+    def to_mock_server(self, *, strict: bool = False) -> MockServer:
+        """The whole graph in-process, through the deployment's delivery loop over memory (no
+        broker); ``strict`` encodes every hop as Kafka would."""
         from pipeline.mock import MockServer
 
-        return MockServer(self)
+        return MockServer(self, strict=strict)
 
     # -- as data ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

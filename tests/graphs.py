@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 from helpers import run_name
 
 from pipeline import Graph
@@ -44,4 +45,63 @@ def exactly_once_graph() -> Graph:
     """router(echo) under exactly-once."""
     graph = Graph(run_name("eos"), guarantee="exactly_once")
     graph.to_router("models", default="echo").add_model("echo", Echo)
+    return graph
+
+
+class Stamp:
+    """Adds the rows as a numpy array under ``x``."""
+
+    def do(self, body: dict[str, Any]) -> dict[str, Any]:
+        body["x"] = np.asarray(body["inputs"], dtype=np.float64)
+        return body
+
+
+def double_in_place(body: dict[str, Any]) -> dict[str, Any]:
+    body["x"] *= 2  # numpy in place: decoded arrays must be writable
+    return body
+
+
+def bump(body: dict[str, Any]) -> dict[str, Any]:
+    body["inputs"][0][0] += 100  # mutates a nested list: a sibling branch must not see it
+    return body
+
+
+def merge_branches(parts: dict[str, Any]) -> dict[str, Any]:
+    """One row per event: the doubled value, the value the doubling branch saw, the bumped value."""
+    double, bumped = parts["double"], parts["bump"]
+    return {"inputs": [[float(double["x"][0][0]), double["inputs"][0][0], bumped["inputs"][0][0]]]}
+
+
+def not_thirteen(body: dict[str, Any]) -> bool:
+    return body["inputs"][0][1] != 13
+
+
+class PickySum(ModelServer):
+    """Each row's sum; rejects a batch holding a negative value (the runtime isolates the row)."""
+
+    def predict(self, body: dict[str, Any]) -> list:
+        if any(row[0] < 0 for row in body["inputs"]):
+            raise ValueError("negative input")
+        return [sum(row) for row in body["inputs"]]
+
+
+def parity_graph() -> Graph:
+    """Branches that mutate their body (lists and numpy in place), a join, a filter, a router to
+    a batching model that fails some rows, an ensemble and a broken model."""
+    from helpers import Broken, Constant
+
+    from steps import Filter, VotingEnsemble
+
+    graph = Graph(run_name("parity"))
+    start = graph.to("start", Stamp)
+    start.to("double", double_in_place)
+    start.to("bump", bump)
+    router = (
+        graph.join("merged", after=["double", "bump"], merge=merge_branches)
+        .to("keep", Filter(not_thirteen))
+        .to_router("models", default="picky")
+    )
+    router.add_model("picky", PickySum).add_model("one", Constant, value=1.0)
+    router.add_model("three", Constant, value=3.0).add_model("broken", Broken)
+    router.add_model("ens", VotingEnsemble(["one", "three"], vote="regression"))
     return graph

@@ -19,10 +19,11 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from pipeline.errors import DeploymentError, RecordTooLarge, TransportError
 from pipeline.runtime.settings import AgentSettings
-from pipeline.runtime.transport import BatchBuilder, Outgoing, Rebalance, Record, TopicPartition
+from pipeline.runtime.transport import BatchBuilder, Outgoing, Rebalance, Record, TopicPartition, Unreadable
 
 logger = logging.getLogger(__name__)
 TRANSACTION_TIMEOUT_MS = 10_000
+PROBE_TIMEOUT_MS = 500
 
 
 def _translated(exc: BaseException) -> BaseException:
@@ -133,6 +134,35 @@ class KafkaTransport:
             return await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)  # type: ignore[return-value]
         except (KafkaError, OSError) as exc:
             raise _translated(exc) from exc
+        except Exception as exc:  # a record aiokafka cannot parse: it would fail every poll from here on
+            return await self._isolate(exc, max_records)
+
+    async def _isolate(self, exc: Exception, max_records: int) -> dict[TopicPartition, list[Record]]:
+        """Read every owned partition one record at a time up to the record that cannot be
+        parsed, which is skipped and handed on as :class:`Unreadable`."""
+        assert self.consumer is not None
+        batches: dict[TopicPartition, list[Record]] = {}
+        for tp in sorted(self.consumer.assignment()):
+            taken: list[Record] = []
+            while len(taken) < max_records:
+                position = await self.consumer.position(tp)
+                try:
+                    got = await self.consumer.getmany(tp, timeout_ms=PROBE_TIMEOUT_MS, max_records=1)
+                except (KafkaError, OSError) as error:
+                    raise _translated(error) from error
+                except Exception as error:
+                    reason = f"the record cannot be read by the Kafka client: {type(error).__name__}: {error}"
+                    logger.error("%s[%d] offset %d: %s; skipped", tp.topic, tp.partition, position, reason)
+                    taken.append(Unreadable(tp.topic, tp.partition, position, reason))
+                    self.consumer.seek(tp, position + 1)
+                    continue
+                if not got:
+                    break
+                taken += got[tp]
+            if taken:
+                batches[(tp.topic, tp.partition)] = taken
+        logger.debug("isolated unreadable records after %r", exc)
+        return batches
 
     async def partitions_for(self, topic: str) -> list[int]:
         assert self.producer is not None

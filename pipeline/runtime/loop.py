@@ -22,7 +22,7 @@ from pipeline.runtime.executor import Executor
 from pipeline.runtime.sender import Sender
 from pipeline.runtime.sensors import Sensors
 from pipeline.runtime.settings import AgentSettings
-from pipeline.runtime.transport import Outgoing, Record, TopicPartition, Transport
+from pipeline.runtime.transport import Outgoing, Record, TopicPartition, Transport, Unreadable
 from pipeline.runtime.wire import BytesWire, Wire
 from steps.base import Outcome
 
@@ -181,6 +181,8 @@ class AgentLoop:
         for partition, batch in records.items():
             for record in batch:
                 try:
+                    if type(record) is Unreadable:
+                        raise CodecError(record.reason)
                     event = decode(record)
                 except CodecError as exc:
                     outputs.append(self.dead_letters.for_record(record, exc))

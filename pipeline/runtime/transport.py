@@ -38,6 +38,21 @@ class Outgoing:
     source: Event | None = None
 
 
+@dataclass(slots=True)
+class Unreadable:
+    """A record the broker client could not parse (a header name that is not UTF-8, say): the
+    loop dead-letters it by its position, since its bytes cannot be had."""
+
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    timestamp: int = -1
+    key: bytes | None = None
+    value: bytes = b""
+    headers: tuple[Header, ...] = ()
+
+
 class BatchBuilder(Protocol):
     """Records for one partition, handed to the broker as one record batch."""
 

@@ -1,0 +1,298 @@
+"""The delivery loop without a broker: over the in-memory transport, through hostile input,
+revocation, failed deliveries, joins, oversized and unencodable outputs, and transactions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from helpers import Constant, Doubler
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import hostile_headers, hostile_keys, hostile_values
+
+from pipeline import Graph
+from pipeline.codec import decode_response, encode_response
+from pipeline.plan import Plan, build_plan
+from pipeline.runtime.deadletter import ERROR_HEADERS
+from pipeline.runtime.loop import AgentLoop
+from pipeline.runtime.memory import MemoryBroker, MemoryRecord, MemoryTransport
+from pipeline.runtime.sensors import Tally
+from pipeline.runtime.settings import AgentSettings
+from steps import Emit, Step, VotingEnsemble
+
+EVERY_BATCH = AgentSettings(commit_interval_ms=0, max_batch_size=7, instance="test")
+
+
+class Deployment:
+    """Every agent of a graph as a loop over one memory broker (a member of its group each)."""
+
+    def __init__(self, graph: Graph, *, partitions: int = 4, settings: AgentSettings = EVERY_BATCH) -> None:
+        self.plan: Plan = build_plan(graph)
+        self.broker = MemoryBroker(partitions=partitions)
+        self.tally = Tally()
+        self.settings = settings
+        self.loops: dict[str, AgentLoop] = {}
+        for agent in self.plan.agents:
+            agent.step.load()
+            self.loops[agent.name] = self.member(agent.name)
+
+    def member(self, name: str) -> AgentLoop:
+        """A new group member running agent ``name``."""
+        return AgentLoop(
+            self.plan, self.plan.agent(name), MemoryTransport(self.broker), settings=self.settings, sensors=self.tally
+        )
+
+    async def start(self) -> None:
+        for loop in self.loops.values():
+            await loop.start()
+
+    def produce(self, value: bytes | None, *, key: bytes | None = None, headers: Any = (), partition: int = 0) -> None:
+        self.broker.append(self.plan.source, partition, key, value, headers)
+
+    async def drain(self, loops: list[AgentLoop] | None = None, *, rounds: int = 100) -> None:
+        """Poll ``loops`` (default: all) until none has anything left to read."""
+        for _ in range(rounds):
+            busy = [loop for loop in loops or list(self.loops.values()) if loop.transport.pending() or loop._rewind_due]
+            if not busy:
+                return
+            for loop in busy:
+                await loop.poll_once(0)
+        raise AssertionError("the loops never ran out of work")
+
+    def sink(self) -> list[MemoryRecord]:
+        return list(self.broker.records(self.plan.sink))
+
+    def dead(self) -> list[MemoryRecord]:
+        return list(self.broker.records(self.plan.dlq))
+
+
+def doubling_graph(name: str = "loop") -> Graph:
+    graph = Graph(name)
+    graph.to_router("models", default="double").add_model("double", Doubler)
+    return graph
+
+
+def request(row: float, **extra: Any) -> bytes:
+    return json.dumps({"inputs": [[row]], **extra}).encode()
+
+
+def headers_of(record: MemoryRecord) -> dict[str, bytes | None]:
+    return dict(record.headers)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(hostile_values(), hostile_keys(), hostile_headers()), min_size=1, max_size=12))
+def test_every_hostile_record_is_answered_or_dead_lettered_with_its_own_bytes(records):
+    deployment = Deployment(doubling_graph(), partitions=1)
+    good = [request(float(n), id=f"good-{n}") for n in range(5)]
+    produced = [(value, key, headers) for value, key, headers in records] + [(value, None, ()) for value in good]
+    for value, key, headers in produced:
+        deployment.produce(value, key=key, headers=headers)
+
+    async def run() -> None:
+        await deployment.start()
+        await deployment.drain()
+
+    asyncio.run(run())
+    answers, dead = deployment.sink(), deployment.dead()
+    assert len(answers) + len(dead) == len(produced)  # each record once: an answer or a dead letter
+    for letter in dead:
+        fields = headers_of(letter)
+        value, key, headers = produced[int(fields["offset"])]
+        assert (letter.value, letter.key) == (value or b"", key)
+        assert fields["error"] and fields["step"] and fields["source_topic"] == deployment.plan.source.encode()
+        original = [(name, header) for name, header in headers if name not in ERROR_HEADERS]
+        assert [pair for pair in letter.headers if pair[0] not in ERROR_HEADERS][: len(original)] == original
+    answered = {decode_response(record.value)["id"] for record in answers}
+    assert {f"good-{n}" for n in range(5)} <= answered
+
+
+def test_a_revoked_partition_is_committed_then_continued_by_its_new_owner():
+    deployment = Deployment(doubling_graph("revoke"), partitions=4)
+    for n in range(40):
+        deployment.produce(request(n, id=f"r{n}"), key=f"k{n}".encode(), partition=n % 4)
+
+    async def run() -> None:
+        await deployment.start()
+        first = deployment.loops["double"]
+        await deployment.drain([deployment.loops["models"]])
+        await first.poll_once(0)  # one batch, then a second member joins the group
+        second = deployment.member("double")
+        await second.start()
+        assert first.transport.owned and second.transport.owned
+        assert not first.transport.owned & second.transport.owned
+        await deployment.drain([first, second])
+
+    asyncio.run(run())
+    ids = [decode_response(record.value)["id"] for record in deployment.sink()]
+    assert sorted(ids) == sorted(f"r{n}" for n in range(40))  # none lost, none twice
+    committed = deployment.broker.committed["revoke.double"]
+    assert committed == deployment.broker.end_offsets("revoke.double")
+
+
+def test_a_failed_delivery_is_read_again_from_the_last_commit():
+    deployment = Deployment(doubling_graph("fails"), partitions=1)
+    for n in range(20):
+        deployment.produce(request(n, id=f"f{n}"))
+
+    async def run() -> None:
+        await deployment.start()
+        await deployment.drain([deployment.loops["models"]])
+        deployment.broker.fail_deliveries = 1
+        await deployment.drain()
+
+    asyncio.run(run())
+    assert [str(error) for _, error in deployment.tally.failures] == [
+        "delivery to 'fails.predictions' failed (injected)"
+    ]
+    ids = [decode_response(record.value)["id"] for record in deployment.sink()]
+    assert set(ids) == {f"f{n}" for n in range(20)} and not deployment.dead()
+
+
+def ensemble_graph(name: str) -> Graph:
+    graph = Graph(name)
+    router = graph.to_router("models", default="mean")
+    router.add_model("a", Constant, value=1.0).add_model("b", Constant, value=3.0)
+    router.add_model("mean", VotingEnsemble(["a", "b"], vote="regression"))
+    return graph
+
+
+def test_a_join_never_commits_past_an_open_join_and_rejoins_after_a_rewind():
+    deployment = Deployment(ensemble_graph("joins"), partitions=1)
+    for n in range(10):
+        deployment.produce(request(n, id=f"j{n}"))
+    loops = deployment.loops
+
+    async def run() -> None:
+        await deployment.start()
+        await deployment.drain([loops["models"], loops["mean"], loops["a"], loops["mean.join"]])
+        join = loops["mean.join"]
+        assert len(list(join.agent.step.held())) == 10  # every join waits for member b
+        assert deployment.broker.committed["joins.mean.join"] == {("joins.mean.join", 0): 0}
+        deployment.broker.fail_deliveries = 1  # a rewind of the join agent: it forgets its open joins
+        join._rewind_due = True
+        await deployment.drain()
+
+    asyncio.run(run())
+    answers = [decode_response(record.value) for record in deployment.sink()]
+    assert sorted(a["id"] for a in answers) == sorted(f"j{n}" for n in range(10))
+    assert {a["outputs"][0] for a in answers} == {2.0}
+
+
+class Opaque:
+    """Nothing a wire can carry."""
+
+
+def test_outputs_that_cannot_be_sent_or_steps_that_break_the_contract_are_dead_lettered():
+    graph = Graph("contract")
+    graph.to("shape", lambda body: {"obj": Opaque()} if body["inputs"][0][0] == 1 else body).to("next", lambda b: b)
+    deployment = Deployment(graph, partitions=1)
+    for n in range(3):
+        deployment.produce(request(n, id=f"c{n}"))
+
+    class Garbage(Step):
+        def process(self, events: list) -> list:
+            return [42]
+
+    broken = Graph("garbage")
+    broken.to("g", Garbage())
+    other = Deployment(broken, partitions=1)
+    other.produce(request(1, id="g1"))
+
+    async def run() -> None:
+        await deployment.start()
+        await deployment.drain()
+        await other.start()
+        await other.drain()
+
+    asyncio.run(run())
+    assert sorted(decode_response(r.value)["id"] for r in deployment.sink()) == ["c0", "c2"]
+    [letter] = deployment.dead()
+    assert b"cannot be sent" in headers_of(letter)["error"] and letter.value == request(1, id="c1")
+    [garbage] = other.dead()
+    assert b"not an Emit or a Fail" in headers_of(garbage)["error"]
+
+
+class Bloat(Doubler):
+    """Answers rows starting with 5 with a 3 kB string."""
+
+    def predict(self, body: dict[str, Any]) -> list:
+        return ["x" * 3000 if row[0] == 5 else row[0] * 2 for row in body["inputs"]]
+
+
+def test_a_record_over_the_topic_limit_is_dead_lettered_and_its_batch_mates_sent():
+    graph = Graph("sizes")
+    graph.to_router("models", default="bloat").add_model("bloat", Bloat)
+    deployment = Deployment(graph, partitions=1)
+    deployment.broker.max_bytes = 2_000
+    for n in range(8):
+        deployment.produce(request(n, id=f"s{n}"))
+
+    async def run() -> None:
+        await deployment.start()
+        await deployment.drain()
+
+    asyncio.run(run())
+    assert sorted(decode_response(r.value)["id"] for r in deployment.sink()) == [f"s{n}" for n in range(8) if n != 5]
+    [letter] = deployment.dead()
+    assert headers_of(letter)["error_type"] == b"MessageSizeTooLargeError"
+    assert letter.value == request(5, id="s5")
+
+
+def test_exactly_once_shows_nothing_of_an_aborted_transaction_and_answers_once():
+    graph = doubling_graph("eos")
+    graph.guarantee = "exactly_once"
+    deployment = Deployment(graph, partitions=1)
+    for n in range(12):
+        deployment.produce(request(n, id=f"e{n}"))
+
+    async def run() -> None:
+        await deployment.start()
+        await deployment.drain([deployment.loops["models"]])
+        deployment.broker.fail_deliveries = 1
+        await deployment.drain()
+
+    asyncio.run(run())
+    ids = [decode_response(record.value)["id"] for record in deployment.sink()]
+    assert sorted(ids) == sorted(f"e{n}" for n in range(12))
+
+
+def test_a_batch_handed_to_a_step_is_what_arrived_across_partitions():
+    batches: list[int] = []
+
+    class Counting(Step):
+        def process(self, events: list) -> list:
+            batches.append(len(events))
+            return [Emit(event) for event in events]
+
+    graph = Graph("batches")
+    graph.to("count", Counting())
+    deployment = Deployment(graph, partitions=4)
+    for n in range(20):
+        deployment.produce(encode_response({"n": n}), partition=n % 4)
+
+    async def run() -> None:
+        await deployment.start()
+        await deployment.drain()
+
+    asyncio.run(run())
+    assert batches == [7, 7, 6] and len(deployment.sink()) == 20
+
+
+def test_a_join_whose_answers_were_not_delivered_joins_again():
+    deployment = Deployment(ensemble_graph("rejoin"), partitions=1)
+    for n in range(10):
+        deployment.produce(request(n, id=f"j{n}"))
+    loops = deployment.loops
+
+    async def run() -> None:
+        await deployment.start()
+        await deployment.drain([loops["models"], loops["mean"], loops["a"], loops["b"]])
+        deployment.broker.fail_deliveries = 1  # the join closes every event, and its answers are lost
+        await deployment.drain()
+
+    asyncio.run(run())
+    answers = [decode_response(record.value) for record in deployment.sink()]
+    assert sorted(a["id"] for a in answers) == sorted(f"j{n}" for n in range(10))
