@@ -134,7 +134,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
         count = 0
         async for _, record in consume(_require_bootstrap(args), [topic], timeout_s=args.timeout):
             line: dict = {"body": record.body} if record.body is not None else {"raw": repr(record.value[:200])}
-            line["headers"] = {k: v.decode(errors="replace") for k, v in record.headers.items()}
+            line["headers"] = {k: None if v is None else v.decode(errors="replace") for k, v in record.headers.items()}
             print(json.dumps(line, default=str), flush=True)
             count += 1
             if args.limit and count >= args.limit:
@@ -142,6 +142,29 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(tail())
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from pipeline.loading import load_graph
+    from pipeline.plan import build_plan
+    from pipeline.replay import replay
+
+    plan = build_plan(load_graph(args.graph))
+    summary = asyncio.run(
+        replay(
+            _require_bootstrap(args),
+            plan,
+            step=args.step,
+            error_type=args.error_type,
+            limit=args.limit,
+            group=args.group,
+        )
+    )
+    kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(summary.by_error.items())) or "none"
+    print(f"replayed {summary.replayed} of {summary.read} dead letters to {plan.source} ({kinds})")
+    if summary.unreadable:
+        print(f"{summary.unreadable} could not be replayed: the Kafka client could not read the original record")
     return 0
 
 
@@ -233,6 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
     consume.add_argument("--limit", type=int)
     consume.add_argument("--timeout", type=float, default=3600)
     broker_option(consume)
+
+    replay = add("replay", cmd_replay, "re-produce dead letters to the graph's input topic, as they first entered")
+    replay.add_argument("graph", help="FILE.py:NAME or module:NAME")
+    replay.add_argument("--step", help="only letters of requests that failed at this step")
+    replay.add_argument("--error-type", help="only letters with this error type (e.g. RoutingError)")
+    replay.add_argument("--limit", type=int, help="replay at most this many")
+    replay.add_argument(
+        "--group", help="remember where this replay stopped under this consumer group (default: read every letter)"
+    )
+    broker_option(replay)
 
     demo = add("demo", cmd_demo, "deploy the iris graph on the embedded broker and send it requests")
     demo.add_argument("--requests", type=int, default=1000)

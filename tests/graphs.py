@@ -105,3 +105,26 @@ def parity_graph() -> Graph:
     router.add_model("three", Constant, value=3.0).add_model("broken", Broken)
     router.add_model("ens", VotingEnsemble(["one", "three"], vote="regression"))
     return graph
+
+
+class NeedsFlag(ModelServer):
+    """Sums each row, but fails while the file named by $STREAMSERVE_TEST_FLAG does not exist."""
+
+    def predict(self, body: dict[str, Any]) -> list:
+        import os
+        from pathlib import Path
+
+        if not Path(os.environ["STREAMSERVE_TEST_FLAG"]).exists():
+            raise ValueError("the flag file is missing")
+        return [sum(row) for row in body["inputs"]]
+
+
+def keep(body: dict[str, Any]) -> dict[str, Any]:
+    return body
+
+
+def replay_graph() -> Graph:
+    """pre -> router -> flaky (fails until a flag file exists): for replaying dead letters."""
+    graph = Graph(run_name("replay"))
+    graph.to("pre", keep).to_router("models", default="flaky").add_model("flaky", NeedsFlag)
+    return graph
