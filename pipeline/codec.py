@@ -125,15 +125,15 @@ def request_event(body: Any, fmt: Format, data: bytes, record: RecordLike) -> Ev
     if not isinstance(body, dict):
         raise CodecError(f"request must be a JSON object or msgpack map, got {type(body).__name__}")
     try:
-        pairs = tuple(_header(name, value) for name, value in record.headers)
+        pairs = tuple(_header(name, value) for name, value in record.headers) if record.headers else ()
         key = None if record.key is None else bytes(record.key)
     except (TypeError, ValueError) as exc:
         raise CodecError(f"request record has malformed key or headers: {exc}") from exc
     origin = Origin(data, key, pairs, record.partition, record.offset, record.timestamp)
-    headers = dict(pairs)
-    event_id = _client_id(body, headers, origin)
+    headers, uid = dict(pairs), origin.uid
+    event_id = _client_id(body, headers, uid)
     path = (headers.get("path") or b"/").decode(errors="replace")
-    return Event(body, event_id, path, key, headers, {"format": fmt}, origin.uid, origin)
+    return Event(body, event_id, path, key, headers, {"format": fmt}, uid, origin)
 
 
 def _header(name: Any, value: Any) -> tuple[str, bytes | None]:
@@ -146,7 +146,7 @@ def _header(name: Any, value: Any) -> tuple[str, bytes | None]:
     return name, value
 
 
-def _client_id(body: dict, headers: dict[str, bytes | None], origin: Origin) -> str:
+def _client_id(body: dict, headers: dict[str, bytes | None], uid: str) -> str:
     """The client's ``id`` (body, else header); without one, an id derived from the record, so a
     redelivered request is answered with the same id."""
     given = body.get("id")
@@ -155,7 +155,7 @@ def _client_id(body: dict, headers: dict[str, bytes | None], origin: Origin) -> 
     header = headers.get("id")
     if header:
         return header.decode(errors="replace")
-    return hashlib.blake2b(origin.uid.encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(uid.encode(), digest_size=16).hexdigest()
 
 
 def _check_depth(value: Any) -> None:

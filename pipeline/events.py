@@ -54,12 +54,8 @@ class Event:
     key: bytes | None = None
     headers: dict[str, bytes | None] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
-    uid: str = ""
+    uid: str = field(default_factory=new_event_id)
     origin: Origin | None = None
-
-    def __post_init__(self) -> None:
-        if not self.uid:
-            self.uid = self.id
 
     def derive(self, body: Any) -> Event:
         """The same event (identity, path, key, headers, meta) carrying a new body."""

@@ -48,6 +48,7 @@ class MockServer:
         self.plan = build_plan(graph)
         self.broker = MemoryBroker(partitions=STRICT_PARTITIONS if strict else 1)
         settings = AgentSettings(commit_interval_ms=0 if strict else None, instance="mock")
+        self._batch = settings.max_batch_size
         wire_type = BytesWire if strict else ObjectWire
         self._loops: list[AgentLoop] = []
         for agent in self.plan.agents:
@@ -64,6 +65,11 @@ class MockServer:
             run_now(loop.start())
             self._loops.append(loop)
         self._holders = [loop for loop in self._loops if type(loop.agent.step).held is not Step.held]
+        self._readers: dict[str, list[AgentLoop]] = {}
+        for loop in self._loops:
+            self._readers.setdefault(loop.agent.input, []).append(loop)
+        self._source = self.broker.topic(self.plan.source)
+        self._sink, self._dlq = self.broker.topic(self.plan.sink), self.broker.topic(self.plan.dlq)
         self._models = {key: model for router in graph.routers() for key, (model, _, _) in router.models.items()}
 
     def test(
@@ -86,7 +92,7 @@ class MockServer:
             raise ProtocolError(f"no model {named.model!r}; models: {', '.join(self._models) or '(none)'}")
         if named.operation == "ready":
             return {"name": named.model, "ready": True}
-        outputs, errors = self.run([MockRequest({} if body is None else body, path, headers or {}, key)])
+        outputs, errors = self._run(((({} if body is None else body), path, headers, key),))
         if not outputs:
             if not errors:
                 return None
@@ -100,47 +106,50 @@ class MockServer:
 
     def run(self, requests: Iterable[MockRequest]) -> tuple[list[Any], list[dict[str, Any]]]:
         """Produce ``requests`` to the source topic and run every agent until none has work."""
-        plan, broker = self.plan, self.broker
-        sink_start, dlq_start = _ends(broker, plan.sink), _ends(broker, plan.dlq)
-        partitions = len(broker.topic(plan.source))
-        for request in requests:
+        return self._run((request.body, request.path, request.headers, request.key) for request in requests)
+
+    def _run(self, requests: Iterable[tuple[Any, str, Mapping[str, bytes | str] | None, bytes | None]]) -> Any:
+        broker, sink, dlq = self.broker, self._sink, self._dlq
+        sink_start, dlq_start = list(map(len, sink)), list(map(len, dlq))
+        for body, path, headers, key in requests:
             pairs = [
-                (name, value.encode() if isinstance(value, str) else value) for name, value in request.headers.items()
+                (name, value.encode() if isinstance(value, str) else value) for name, value in (headers or {}).items()
             ]
-            if request.path != "/":
-                pairs.append(("path", request.path.encode()))
-            value = encode_response(request.body) if self.strict else request.body
-            partition = 0 if request.key is None else key_partition(request.key, partitions)
-            broker.append(plan.source, partition, request.key, value, pairs)
+            if path != "/":
+                pairs.append(("path", path.encode()))
+            partition = 0 if key is None else key_partition(key, len(self._source))
+            broker.append(self.plan.source, partition, key, encode_response(body) if self.strict else body, pairs)
         self._drain()
-        outputs = [self._answer(record.value) for record in _after(broker, plan.sink, sink_start)]
-        errors = [error_from_headers(record.headers) for record in _after(broker, plan.dlq, dlq_start)]
+        outputs = [record.value for record in _after(sink, sink_start)]
+        if self.strict:
+            outputs = [decode_response(value) for value in outputs]
+        errors = [error_from_headers(record.headers) for record in _after(dlq, dlq_start)]
         return outputs, errors
 
-    def _answer(self, value: Any) -> Any:
-        return decode_response(value) if self.strict else value
-
     def _drain(self) -> None:
-        """Run agents while any has records to read; then close what joins still hold (their
-        timeouts, which a deployment would reach later) and run on."""
+        run_now(self._run_agents())
+
+    async def _run_agents(self) -> None:
+        """Run the agents of each topic written to, in the order topics were written, until none
+        is left; then close what joins still hold (their timeouts, which a deployment would reach
+        later) and run on."""
+        appended, readers, batch = self.broker.appended, self._readers, self._batch
         while True:
-            busy = True
-            while busy:  # agents in plan order: a chain drains in one pass
-                busy = False
-                for loop in self._loops:
-                    while loop.transport.pending():  # type: ignore[attr-defined]
-                        run_now(loop.poll_once(0))
-                        busy = True
+            while appended:
+                topic = next(iter(appended))
+                del appended[topic]
+                for loop in readers.get(topic, ()):
+                    while await loop.poll_once(0) >= batch:  # a shorter batch: all was read
+                        pass
             held = [loop for loop in self._holders if any(loop.agent.step.held())]
             if not held:
                 return
             for loop in held:
-                run_now(loop.expire_all())
+                await loop.expire_all()
 
 
-def _ends(broker: MemoryBroker, topic: str) -> list[int]:
-    return [len(log) for log in broker.topic(topic)]
-
-
-def _after(broker: MemoryBroker, topic: str, start: list[int]) -> list[Any]:
-    return [record for log, offset in zip(broker.topic(topic), start) for record in log[offset:]]
+def _after(logs: list[list[Any]], start: list[int]) -> list[Any]:
+    """The records of ``logs`` (a topic's partitions) from ``start`` (an offset per partition) on."""
+    if len(logs) == 1:
+        return logs[0][start[0] :]
+    return [record for log, offset in zip(logs, start) for record in log[offset:]]

@@ -43,18 +43,9 @@ class Plan:
     graph: Graph
     agents: tuple[Agent, ...]
     id_keyed_topics: frozenset[str] = frozenset()
-
-    @property
-    def source(self) -> str:
-        return self.graph.source
-
-    @property
-    def sink(self) -> str:
-        return self.graph.sink
-
-    @property
-    def dlq(self) -> str:
-        return self.graph.dlq
+    source: str = ""
+    sink: str = ""
+    dlq: str = ""
 
     def agent(self, name: str) -> Agent:
         """The agent called ``name``."""
@@ -80,7 +71,10 @@ def route(agent: Agent, outcome: Outcome) -> list[tuple[str | None, Event]]:
             event.meta["part"] = agent.name
             return [(agent.replies[tag], event)]
         event.meta["part"] = agent.node
-        return [(topic, event) for topic in agent.routes[outcome.route]]
+        targets = agent.routes[outcome.route]
+        if len(targets) == 1:
+            return [(targets[0], event)]
+        return [(topic, event) for topic in targets]
     if tag is not None:
         event.meta["part"] = agent.name
         event.meta["failed"] = f"{outcome.error.error_type}: {outcome.error.message}"
@@ -109,4 +103,4 @@ def build_plan(graph: Graph) -> Plan:
     for name, node in graph.steps.items():
         add(name, name, node.step, topic[name] if node.after else graph.source, downstream(name))
     id_keyed = frozenset(agent.input for agent in agents if agent.step.keyed_by_id)
-    return Plan(graph, tuple(agents), id_keyed)
+    return Plan(graph, tuple(agents), id_keyed, graph.source, graph.sink, graph.dlq)

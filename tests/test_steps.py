@@ -169,7 +169,7 @@ def test_join_waits_for_all_parts_ignores_duplicates_and_expires():
     join.name = "j"
 
     def part(event_id, name, body):
-        return Event(body, event_id, meta={"part": name})
+        return Event(body, event_id, uid=event_id, meta={"part": name})
 
     assert join.process([part("e1", "a", {"x": 1}), part("e1", "a", {"x": 9})]) == []
     assert [e.id for e in join.held()] == ["e1"]
@@ -188,5 +188,5 @@ def test_join_waits_for_all_parts_ignores_duplicates_and_expires():
 
 def test_join_bounds_its_open_state():
     join = Join(["a", "b"], min_results=1, max_pending=2, remember=2)
-    results = join.process([Event({}, f"e{i}", meta={"part": "a"}) for i in range(5)])
+    results = join.process([Event({}, f"e{i}", uid=f"e{i}", meta={"part": "a"}) for i in range(5)])
     assert len(results) == 3 and len(list(join.held())) == 2 and len(join._closed) == 2

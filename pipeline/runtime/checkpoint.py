@@ -53,10 +53,6 @@ class Checkpoint:
         self._committing: asyncio.Future | None = None
         self._last = time.monotonic()
 
-    def read(self, partition: TopicPartition, next_offset: int) -> None:
-        """Records of ``partition`` below ``next_offset`` were read."""
-        self.consumed[partition] = next_offset
-
     async def send(self, records: list[Outgoing]) -> None:
         """Send one batch's outputs, and commit when it is time; raises TransportError when a
         delivery failed (everything since the last commit is then read again)."""

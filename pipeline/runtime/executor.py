@@ -34,6 +34,23 @@ class Executor:
     async def run(self, events: list[Event]) -> list[Outcome]:
         """The step's outcomes for ``events``."""
         step = self.step
+        try:
+            if not self.threads and step.deadline_ms is None:  # the mock server's way: inline, untimed
+                outcomes = step.process(events)
+            else:
+                outcomes = await self._timed(events)
+            for outcome in outcomes:
+                if not isinstance(outcome, (Emit, Fail)):
+                    raise StepError(
+                        f"step {step.name!r} returned {outcome!r:.80} from process(), not an Emit or a Fail"
+                    )
+            return outcomes
+        except Exception as exc:  # a broken step must not stop the agent
+            logger.exception("step %s failed a whole batch of %d events", step.name, len(events))
+            return [step.fail(event, StepError(f"step crashed: {exc!r}")) for event in events]
+
+    async def _timed(self, events: list[Event]) -> list[Outcome]:
+        step = self.step
         if self._overrun is not None:  # a batch past its deadline still holds the step: wait for it
             with contextlib.suppress(Exception):
                 await self._overrun
@@ -44,18 +61,15 @@ class Executor:
                 outcomes = step.process(events)
                 if step.deadline_ms is not None and time.perf_counter() - started > step.deadline_ms / 1000:
                     return self._late(events)
-                return _checked(step, outcomes)
+                return outcomes
             work = asyncio.ensure_future(asyncio.to_thread(step.process, events))
             if step.deadline_ms is None:
-                return _checked(step, await work)
+                return await work
             try:
-                return _checked(step, await asyncio.wait_for(asyncio.shield(work), step.deadline_ms / 1000))
+                return await asyncio.wait_for(asyncio.shield(work), step.deadline_ms / 1000)
             except asyncio.TimeoutError:
                 self._overrun = work
                 return self._late(events)
-        except Exception as exc:  # a broken step must not stop the agent
-            logger.exception("step %s failed a whole batch of %d events", step.name, len(events))
-            return [step.fail(event, StepError(f"step crashed: {exc!r}")) for event in events]
         finally:
             if self.threads:
                 self._inline = time.perf_counter() - started < INLINE_BELOW_S
@@ -66,10 +80,3 @@ class Executor:
             f"on a batch of {len(events)} events"
         )
         return [self.step.fail(event, late) for event in events]
-
-
-def _checked(step: Step, outcomes: list[Outcome]) -> list[Outcome]:
-    for outcome in outcomes:
-        if not isinstance(outcome, (Emit, Fail)):
-            raise StepError(f"step {step.name!r} returned {outcome!r:.80} from process(), not an Emit or a Fail")
-    return outcomes

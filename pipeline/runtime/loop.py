@@ -24,7 +24,7 @@ from pipeline.runtime.sensors import Sensors
 from pipeline.runtime.settings import AgentSettings
 from pipeline.runtime.transport import Outgoing, Record, TopicPartition, Transport, Unreadable
 from pipeline.runtime.wire import BytesWire, Wire
-from steps.base import Outcome
+from steps.base import Outcome, Step
 
 logger = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 15.0  # the longest a stop waits on the broker
@@ -56,6 +56,8 @@ class AgentLoop:
         self.settings = s = settings or AgentSettings()
         self.group = f"{plan.graph.name}.{agent.name}"
         self.sensors = sensors or Sensors()
+        self._sensing = sensors is not None  # the mock server's default: nothing to report to
+        self._expires = type(agent.step).expire is not Step.expire
         self.wire = wire or BytesWire(plan.source, plan.sink, plan.id_keyed_topics)
         self.executor = Executor(agent.step, threads=not inline)
         self.dead_letters = DeadLetters(plan.dlq, plan.source, agent.name, self.sensors, plan.graph.on_error)
@@ -128,8 +130,9 @@ class AgentLoop:
         logger.info("agent %s assigned %s", self.agent.name, sorted(f"{t}[{p}]" for t, p in partitions))
 
     # -- one batch ---------------------------------------------------------------------
-    async def poll_once(self, timeout_ms: int | None = None) -> None:
-        """Read what arrived (waiting up to ``timeout_ms``) and handle it; never raises but to stop."""
+    async def poll_once(self, timeout_ms: int | None = None) -> int:
+        """Read what arrived (waiting up to ``timeout_ms``) and handle it; how many records that
+        was. Never raises but to stop."""
         s = self.settings
         try:
             if self._rewind_due:
@@ -146,6 +149,7 @@ class AgentLoop:
                 async with self._lock:
                     await self.handle(records)
             self._backoff = 0.0
+            return sum(map(len, records.values()))
         except TransportError as exc:
             self._backoff = min(max(2 * self._backoff, 1.0), MAX_BACKOFF_S)
             self._rewind_due = True
@@ -153,6 +157,7 @@ class AgentLoop:
             logger.warning(
                 "agent %s: %s; reading again from the last commit in %.0f s", self.agent.name, exc, self._backoff
             )
+            return 0
 
     async def expire_all(self) -> None:
         """Close everything the step holds now, as if its timeouts had passed (the mock server's end)."""
@@ -163,21 +168,21 @@ class AgentLoop:
         """Process one batch of records, send every output, commit what is safe; ``now`` is the
         time the step's held work is expired at (default: the monotonic clock)."""
         try:
-            outputs = await self._process(records, time.monotonic() if now is None else now)
+            outputs = await self._process(records, now)
         except Exception as exc:  # a bug of ours must not stop the agent: the batch is dead-lettered
             logger.exception(
                 "agent %s failed on a batch of %d records", self.agent.name, sum(map(len, records.values()))
             )
             error = StepError(f"agent {self.agent.name!r} could not process the batch: {exc!r}")
             outputs = [self.dead_letters.for_record(r, error) for batch in records.values() for r in batch]
-        if outputs:
+        if outputs and self._sensing:
             self.sensors.sent(self.agent.name, len(outputs))
         await self.checkpoint.send(outputs)
 
-    async def _process(self, records: dict[TopicPartition, list[Record]], now: float) -> list[Outgoing]:
+    async def _process(self, records: dict[TopicPartition, list[Record]], now: float | None) -> list[Outgoing]:
         outputs: list[Outgoing] = []
         events = []
-        decode, count = self.wire.decode, 0
+        decode, count, consumed = self.wire.decode, 0, self.checkpoint.consumed
         for partition, batch in records.items():
             for record in batch:
                 try:
@@ -190,18 +195,20 @@ class AgentLoop:
                 event.meta["src"] = (record.topic, record.partition, record.offset)
                 events.append(event)
             count += len(batch)
-            self.checkpoint.read(partition, batch[-1].offset + 1)
+            consumed[partition] = batch[-1].offset + 1
         outcomes: list[Outcome] = []
-        if count:
+        if count and self._sensing:
             self.sensors.batch_consumed(self.agent.name, count)
         if events:
-            started = time.perf_counter()
-            outcomes = await self.executor.run(events)
-            self.sensors.step_done(self.agent.name, len(events), len(outcomes), time.perf_counter() - started)
+            if self._sensing:
+                started = time.perf_counter()
+                outcomes = await self.executor.run(events)
+                self.sensors.step_done(self.agent.name, len(events), len(outcomes), time.perf_counter() - started)
+            else:
+                outcomes = await self.executor.run(events)
             self.processed += len(events)
-        expired = self.agent.step.expire(now)
-        if expired:
-            outcomes += expired
+        if self._expires:
+            outcomes += self.agent.step.expire(time.monotonic() if now is None else now)
         self.wire.next_batch()
         for outcome in outcomes:
             self._deliver(outcome, outputs)
@@ -209,18 +216,20 @@ class AgentLoop:
 
     def _deliver(self, outcome: Outcome, outputs: list[Outgoing]) -> None:
         """Add the records that carry ``outcome`` where :func:`pipeline.plan.route` sends it."""
+        added = len(outputs)
         try:
-            records = [
-                self.dead_letters.for_event(event, outcome.error)  # type: ignore[union-attr]
-                if topic is DEAD_LETTER
-                else self.wire.encode(topic, event)
-                for topic, event in route(self.agent, outcome)
-            ]
+            for topic, event in route(self.agent, outcome):
+                if topic is DEAD_LETTER:
+                    outputs.append(self.dead_letters.for_event(event, outcome.error))  # type: ignore[union-attr]
+                else:
+                    outputs.append(self.wire.encode(topic, event))
         except Exception as exc:  # an output the wire cannot carry
+            del outputs[added:]
             event = outcome.event
             error = StepError(f"step {self.agent.name!r} produced an output that cannot be sent: {exc!s:.300}")
-            records = [self.dead_letters.for_event(event, ErrorRecord.from_exception(event.id, self.agent.name, error))]
-        outputs += records
+            outputs.append(
+                self.dead_letters.for_event(event, ErrorRecord.from_exception(event.id, self.agent.name, error))
+            )
 
     def _too_large(self, record: Outgoing, limit: str) -> Outgoing | None:
         event = record.source

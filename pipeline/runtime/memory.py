@@ -81,6 +81,7 @@ class MemoryBroker:
     committed: dict[str, dict[TopicPartition, int]] = field(default_factory=dict)
     members: dict[str, list[MemoryTransport]] = field(default_factory=dict)
     fail_deliveries: int = 0  # the next N deliveries fail (failure tests)
+    appended: dict[str, None] = field(default_factory=dict)  # topics written since last taken, in order
 
     def topic(self, name: str) -> list[list[MemoryRecord]]:
         """The partitions of topic ``name``, created on first use."""
@@ -91,9 +92,10 @@ class MemoryBroker:
 
     def append(self, topic: str, partition: int, key: bytes | None, value: Any, headers: Any) -> MemoryRecord:
         """Store one record; the record as a consumer will read it."""
-        log = self.topic(topic)[partition]
+        log = (self.topics.get(topic) or self.topic(topic))[partition]
         record = MemoryRecord(topic, partition, len(log), int(time.time() * 1000), key, value, tuple(headers))
         log.append(record)
+        self.appended[topic] = None
         return record
 
     def records(self, topic: str) -> Iterator[MemoryRecord]:
@@ -175,8 +177,16 @@ class MemoryTransport:
         self._logs = [(tp, topic[tp[1]]) for tp in sorted(self.owned)]
 
     async def poll(self, max_records: int, timeout_ms: int) -> dict[TopicPartition, list[Record]]:
-        batches: dict[TopicPartition, list[Record]] = {}
         logs, positions = self._logs, self.positions
+        if len(logs) == 1:  # one partition (the mock server's topics)
+            tp, log = logs[0]
+            position = positions[tp]
+            if len(log) <= position:
+                return {}
+            taken = log[position : position + max_records]
+            positions[tp] = position + len(taken)
+            return {tp: taken}  # type: ignore[dict-item]
+        batches: dict[TopicPartition, list[Record]] = {}
         self._next += 1
         for index in range(len(logs)):
             tp, log = logs[(self._next + index) % len(logs)]
@@ -225,7 +235,7 @@ class MemoryTransport:
         if limit is not None and isinstance(value, (bytes, bytearray)) and len(value) > limit:
             raise RecordTooLarge(f"a record of {len(value)} bytes is over {limit} for {record.topic!r}")
         if partition is None:
-            logs = self.broker.topic(record.topic)
+            logs = self.broker.topics.get(record.topic) or self.broker.topic(record.topic)
             partition = 0 if record.key is None or len(logs) == 1 else key_partition(record.key, len(logs))
         if self._open is None:
             self.broker.append(record.topic, partition, record.key, value, record.headers)
