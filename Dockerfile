@@ -2,7 +2,10 @@
 #   docker build -t streamserve .
 #   docker run --rm streamserve run examples/iris/iris.py:graph --step lr --bootstrap kafka:9092
 # Brokers run elsewhere (docker-compose.yml, or any Kafka cluster), so no Java here.
-FROM python:3.11-slim
+# PYTHON_IMAGE swaps the base, e.g. for a local one on machines without an image registry
+# (tests/containers/setup.sh builds localhost/streamserve-python:3.11; docs/deploy.md).
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${PYTHON_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
