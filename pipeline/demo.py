@@ -20,6 +20,7 @@ from pipeline.broker import EmbeddedKafka
 from pipeline.client import Request, consume, produce
 from pipeline.deployment import Workers
 from pipeline.errors import DeploymentError
+from pipeline.kafka_config import KafkaConfigLike
 from pipeline.loading import load_graph
 from pipeline.plan import build_plan
 from pipeline.topics import ensure_topics
@@ -82,9 +83,16 @@ class Summary:
 
 
 async def drive(
-    bootstrap: str, reference: str, requests: list[Request], *, rate: float | None = None, timeout_s: float = 120
+    bootstrap: str,
+    reference: str,
+    requests: list[Request],
+    *,
+    rate: float | None = None,
+    timeout_s: float = 120,
+    kafka_config: KafkaConfigLike = None,
 ) -> tuple[Summary, dict[str, Any], dict[str, Any]]:
-    """Send ``requests`` through a running deployment; the summary, answers and dead letters by id."""
+    """Send ``requests`` through a running deployment; the summary, answers and dead letters by id
+    (``kafka_config``: how to connect, see :func:`pipeline.kafka_config.resolve`)."""
     graph = load_graph(reference)
     plan = build_plan(graph)
     sent_at: dict[str, float] = {}
@@ -94,7 +102,9 @@ async def drive(
     expected = {request.id for request in requests}
 
     async def read() -> None:
-        async for topic, record in consume(bootstrap, [plan.sink, plan.dlq], timeout_s=timeout_s):
+        async for topic, record in consume(
+            bootstrap, [plan.sink, plan.dlq], timeout_s=timeout_s, kafka_config=kafka_config
+        ):
             event_id = record.event_id
             if event_id not in expected:
                 continue
@@ -109,7 +119,14 @@ async def drive(
     reader = asyncio.create_task(read())
     await asyncio.sleep(1.0)  # let the reader join before the first record
     start = time.perf_counter()
-    await produce(bootstrap, plan.source, requests, rate=rate, on_sent=lambda r, t: sent_at.__setitem__(r.id, t))
+    await produce(
+        bootstrap,
+        plan.source,
+        requests,
+        rate=rate,
+        on_sent=lambda r, t: sent_at.__setitem__(r.id, t),
+        kafka_config=kafka_config,
+    )
     await reader
     elapsed = max(max((r.received_s for r in dead.values()), default=0), time.perf_counter()) - start
     mock = graph.to_mock_server()

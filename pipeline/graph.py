@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from pipeline.context import GraphContext
 from pipeline.errors import GraphError
+from pipeline.importing import import_object
 from steps.base import Step, TaskStep
 from steps.join import Join, merge_bodies
 from steps.router import ModelRouter
@@ -23,25 +25,45 @@ Guarantee = Literal["at_least_once", "exactly_once"]
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
 
-def as_step(handler: Any, **kwargs: Any) -> Step:
-    """A :class:`Step` from a step object or class, a class with ``do(body)``, or a callable."""
+def as_step(handler: Any, *, name: str | None = None, context: Any = None, **kwargs: Any) -> Step:
+    """A :class:`Step` from a step object or class, a class with ``do(body)``, a callable, or
+    any of those named by import path (``"json.dumps"``, ``"mypkg.steps:Clean"``).
+
+    A class gets ``name`` and ``context`` when its constructor takes them (by name or
+    ``**kwargs``), as MLRun passes them; a function gets ``context`` when it has a parameter
+    of that name. ``input_path``/``result_path`` pick and place a task's body part (dotted)."""
+    if isinstance(handler, str):
+        handler = import_object(handler)
+    task = {key: kwargs.pop(key) for key in ("full_event", "input_path", "result_path") if key in kwargs}
     if inspect.isclass(handler):
+        if issubclass(handler, Step):
+            kwargs, task = {**kwargs, **task}, {}
         try:
-            handler = handler(**kwargs)
+            handler = handler(**_injected(handler, name=name, context=context), **kwargs)
         except TypeError as exc:
             raise GraphError(f"cannot create {handler.__qualname__}(**{kwargs}): {exc}") from exc
         kwargs = {}
     if isinstance(handler, Step):
+        if task:
+            raise GraphError(f"options {sorted(task)} are for task steps, not {type(handler).__name__}")
         return handler
-    full_event = bool(kwargs.pop("full_event", False))
     if kwargs:
         raise GraphError(f"options {sorted(kwargs)} need a class handler, got {handler!r:.60}")
     do = getattr(handler, "do", None)
-    if callable(do):
-        return TaskStep(do, full_event=full_event)
-    if callable(handler):
-        return TaskStep(handler, full_event=full_event)
-    raise GraphError(f"{handler!r:.60} is not a step: give a Step, a class with do(body), or a callable")
+    function = do if callable(do) else handler
+    if not callable(function):
+        raise GraphError(f"{handler!r:.60} is not a step: give a Step, a class with do(body), or a callable")
+    return TaskStep(function, context=context, **task)
+
+
+def _injected(cls: type, **candidates: Any) -> dict[str, Any]:
+    """Those of ``candidates`` (not None) that ``cls``'s constructor accepts."""
+    try:
+        parameters = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return {}
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    return {k: v for k, v in candidates.items() if v is not None and (open_ended or k in parameters)}
 
 
 @dataclass(eq=False)
@@ -55,14 +77,30 @@ class StepNode:
     after: list[str]
     handler: Any = None
     options: dict[str, Any] = field(default_factory=dict)
+    responder: bool = False
+    on_error: Any = None
 
-    def to(self, name: str, handler: Any, **kwargs: Any) -> StepNode:
-        """Add a step after this one (call again on the same node to branch)."""
-        return self.graph.add_step(name, handler, after=[self.name], **kwargs)
+    def to(self, name: str, handler: Any, *, before: str | None = None, **kwargs: Any) -> StepNode:
+        """Add a step after this one (call again on the same node to branch); with ``before``,
+        the new step goes between this one and ``before``."""
+        return self.graph.add_step(name, handler, after=[self.name], before=before, **kwargs)
 
-    def to_router(self, name: str, *, default: str | None = None) -> RouterNode:
-        """Add a model router after this step."""
-        return self.graph.add_router(name, after=[self.name], default=default)
+    def to_router(self, name: str, *, default: str | None = None, router: Any = None, **kwargs: Any) -> RouterNode:
+        """Add a model router after this step (``router``: a ModelRouter subclass or object)."""
+        return self.graph.add_router(name, after=[self.name], default=default, router=router, **kwargs)
+
+    def respond(self) -> StepNode:
+        """This step's output is the answer: it goes to the output topic, and what the steps
+        after it produce does not (they still run: side effects such as monitoring)."""
+        self.responder = True
+        return self
+
+    def error_handler(self, handler: Any) -> StepNode:
+        """When this step fails an event, ``handler(body[, error])`` answers it instead (its
+        result goes straight to the output topic); a handler that raises dead-letters it."""
+        self.step.error_handler = import_object(handler) if isinstance(handler, str) else handler
+        self.on_error = handler
+        return self
 
 
 @dataclass(eq=False)
@@ -77,9 +115,10 @@ class RouterNode(StepNode):
         return self.step
 
     def add_model(self, key: str, model: Any, **kwargs: Any) -> RouterNode:
-        """Serve ``model`` (a ModelServer/Ensemble class with kwargs, or an instance) as ``key``."""
-        self.graph._claim(key)
-        step = as_step(model, **kwargs)
+        """Serve ``model`` (a ModelServer/Ensemble class with kwargs, an instance, or an import
+        path) as ``key``; ``name:version`` keys (``m:v2``) serve several versions of ``m``."""
+        self.graph._claim(key, versioned=True)
+        step = as_step(model, name=key, context=self.graph.context, **kwargs)
         step.name = key
         self.models[key] = (step, model, kwargs)
         self.router.models[key] = step
@@ -100,6 +139,7 @@ class Graph:
         source: str | None = None,
         sink: str | None = None,
         guarantee: Guarantee = "at_least_once",
+        parameters: dict[str, Any] | None = None,
     ) -> None:
         _check_name("graph", name)
         if guarantee not in ("at_least_once", "exactly_once"):
@@ -112,29 +152,51 @@ class Graph:
         self.on_error: Callable[[dict[str, Any]], Any] | None = None
         self.steps: dict[str, StepNode] = {}
         self._names: set[str] = set()
+        self.context = GraphContext(name, parameters)
 
     # -- building ---------------------------------------------------------
     def to(self, name: str, handler: Any, **kwargs: Any) -> StepNode:
         """Add an entry step, fed from the source topic."""
         return self.add_step(name, handler, **kwargs)
 
-    def to_router(self, name: str, *, default: str | None = None) -> RouterNode:
+    def to_router(self, name: str, *, default: str | None = None, router: Any = None, **kwargs: Any) -> RouterNode:
         """Add a model router as an entry step."""
-        return self.add_router(name, default=default)
+        return self.add_router(name, default=default, router=router, **kwargs)
 
-    def add_step(self, name: str, handler: Any, *, after: Sequence[str] = (), **kwargs: Any) -> StepNode:
-        """Add a task step (a Step, a class with ``do(body)``, or a callable) after ``after``."""
+    def add_step(
+        self, name: str, handler: Any, *, after: Sequence[str] = (), before: str | None = None, **kwargs: Any
+    ) -> StepNode:
+        """Add a task step (a Step, a class with ``do(body)``, a callable, or an import path)
+        after ``after``; with ``before``, inserted between that step and the steps before it."""
         self._claim(name)
-        step = as_step(handler, **kwargs)
+        step = as_step(handler, name=name, context=self.context, **kwargs)
         step.name = name
-        return self._add(StepNode(self, name, "task", step, list(after), handler, kwargs))
+        node = StepNode(self, name, "task", step, list(after), handler, kwargs)
+        if before is not None:
+            following = self[before]
+            node.after = list(after) or list(following.after)
+            following.after = [name]
+        return self._add(node)
 
-    def add_router(self, name: str, *, after: Sequence[str] = (), default: str | None = None) -> RouterNode:
-        """Add a :class:`ModelRouter` after ``after``; add models to the returned node."""
+    def add_router(
+        self,
+        name: str,
+        *,
+        after: Sequence[str] = (),
+        default: str | None = None,
+        router: Any = None,
+        **kwargs: Any,
+    ) -> RouterNode:
+        """Add a router after ``after``: a :class:`ModelRouter`, or ``router`` (a subclass, an
+        instance, or an import path, with ``kwargs``); add models to the returned node."""
         self._claim(name)
-        router = ModelRouter(default=default)
-        router.name = name
-        node = RouterNode(self, name, "router", router, list(after), None, {"default": default})
+        chosen = ModelRouter if router is None else router
+        step = as_step(chosen, name=name, context=self.context, default=default, **kwargs)
+        if not isinstance(step, ModelRouter):
+            raise GraphError(f"router {name!r}: {chosen!r:.60} is not a ModelRouter (subclass one)")
+        step.name = name
+        options = {"default": default, "router": router, **kwargs} if router is not None else {"default": default}
+        node = RouterNode(self, name, "router", step, list(after), None, options)
         self._add(node)
         return node
 
@@ -171,11 +233,15 @@ class Graph:
         except KeyError:
             raise GraphError(f"graph {self.name!r} has no step {name!r}; steps: {', '.join(self.steps)}") from None
 
-    def _claim(self, name: str) -> None:
-        _check_name("step", name)
-        if name in self._names:
+    def _claim(self, name: str, *, versioned: bool = False) -> None:
+        base, _, version = name.partition(":") if versioned else (name, "", "")
+        _check_name("model" if versioned else "step", base)
+        if version:
+            _check_name("model version", version)
+        agent = name.replace(":", ".")  # the agent, its topic and group ("m:v2" runs as "m.v2")
+        if name in self._names or agent in self._names:
             raise GraphError(f"graph {self.name!r} already has a step or model named {name!r}")
-        self._names.add(name)
+        self._names.update((name, agent))
 
     def _add(self, node: StepNode) -> StepNode:
         self.steps[node.name] = node

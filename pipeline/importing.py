@@ -15,24 +15,28 @@ REF = "$ref"
 def import_path(obj: Any) -> str:
     """``module:qualname`` of a module-level class or function."""
     module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
-    if module is None or qualname is None or "<" in qualname or module == "__main__":
+    if module is None or qualname is None or "<" in qualname:
         raise GraphError(
-            f"{obj!r} cannot be referenced by import path; define it at module level in an "
-            "importable module (not a lambda, a local function, or __main__)"
+            f"{obj!r} cannot be referenced by import path; define it at module level (not a lambda or a local function)"
         )
-    return f"{module}:{qualname}"
+    return f"{module}:{qualname}"  # "__main__:Name" works in this process only (a notebook, a script)
 
 
 def import_object(path: str) -> Any:
-    """The object named by ``module:qualname``."""
-    module_name, _, qualname = path.partition(":")
-    if not qualname:
-        raise GraphError(f"import path {path!r} must look like 'package.module:Name'")
+    """The object named by ``module:qualname`` (or MLRun's ``module.name``, e.g. ``json.dumps``)."""
+    module_name, _, qualname = path.partition(":") if ":" in path else path.rpartition(".")
+    if not module_name or not qualname:
+        raise GraphError(f"import path {path!r} must look like 'package.module:Name' or 'package.module.name'")
     try:
         target: Any = importlib.import_module(module_name)
         for part in qualname.split("."):
             target = getattr(target, part)
     except (ImportError, AttributeError) as exc:
+        if module_name == "__main__":
+            raise GraphError(
+                f"cannot find {qualname!r}: it was defined in a notebook or script (__main__), which "
+                "this process is not; move it to a module that worker processes can import"
+            ) from exc
         raise GraphError(f"cannot import {path!r}: {exc}") from exc
     return target
 

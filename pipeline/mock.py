@@ -3,6 +3,7 @@ an in-memory broker instead of Kafka."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,7 +53,7 @@ class MockServer:
         wire_type = BytesWire if strict else ObjectWire
         self._loops: list[AgentLoop] = []
         for agent in self.plan.agents:
-            agent.step.load()
+            agent.step.setup()
             loop = AgentLoop(
                 self.plan,
                 agent,
@@ -77,21 +78,35 @@ class MockServer:
         path: str = "/",
         body: Any = None,
         *,
+        method: str | None = None,
+        content_type: str | None = None,
         headers: Mapping[str, bytes | str] | None = None,
         key: bytes | None = None,
     ) -> Any:
-        """Answer a V2 request: infer/explain through the graph, or ready/list directly.
+        """Answer a V2 request as the deployment would: infer, explain, custom operations,
+        ``GET /v2/models/<m>`` (metadata) through the graph; ``/``, ``/v2/health``,
+        ``/v2/models`` (the model list) and ``.../ready`` directly.
 
-        Returns the sink's body (a list when the graph emits several, None when the event
-        was filtered) or, for a failed event, its error record as a dict.
+        ``method`` defaults to POST with a body, GET without. A str or bytes body is decoded as
+        JSON unless ``content_type`` says otherwise (as MLRun's mock server does). Returns the
+        output topic's body (a list when the graph emits several, None when the event was
+        filtered) or, for a failed event, its error record as a dict.
         """
-        if path.rstrip("/") == "/v2/models":
-            return {"models": [{"name": k, "version": getattr(m, "version", None)} for k, m in self._models.items()]}
+        method = (method or ("POST" if body is not None else "GET")).upper()
+        clean = path.rstrip("/") or "/"
+        if clean == "/v2/models":
+            return {"models": [_listing(key, model) for key, model in self._models.items()]}
+        if method == "GET" and (clean == "/" or clean.startswith("/v2/health")):
+            return {"name": self.graph.name, "version": "v2", "extensions": []}
         named = parse_path(path)
-        if named.model is not None and named.model not in self._models:
+        if named.model is not None and not _serves(self._models, named.model):
             raise ProtocolError(f"no model {named.model!r}; models: {', '.join(self._models) or '(none)'}")
         if named.operation == "ready":
-            return {"name": named.model, "ready": True}
+            model = self._models.get(f"{named.model}:{named.version}") or self._models.get(named.model or "")
+            return {"name": named.model, "ready": bool(getattr(model, "ready", True))}
+        if method == "GET" and named.model is not None and named.operation is None:
+            path = f"{clean}/metadata"
+        body = _decoded(body, content_type)
         outputs, errors = self._run(((({} if body is None else body), path, headers, key),))
         if not outputs:
             if not errors:
@@ -153,3 +168,24 @@ def _after(logs: list[list[Any]], start: list[int]) -> list[Any]:
     if len(logs) == 1:
         return logs[0][start[0] :]
     return [record for log, offset in zip(logs, start) for record in log[offset:]]
+
+
+def _decoded(body: Any, content_type: str | None) -> Any:
+    """A str or bytes body decoded as JSON when ``content_type`` is empty or JSON."""
+    if not isinstance(body, (str, bytes)) or content_type not in (None, "", "json", "application/json"):
+        return body
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        if content_type:
+            raise ProtocolError(f"failed to decode the body as JSON: {exc}") from exc
+        return body
+
+
+def _serves(models: Mapping[str, Any], name: str) -> bool:
+    return name in models or any(key.startswith(f"{name}:") for key in models)
+
+
+def _listing(key: str, model: Any) -> dict[str, Any]:
+    name, _, version = key.partition(":")
+    return {"name": name, "version": version or getattr(model, "version", None)}

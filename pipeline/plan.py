@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from pipeline.events import Event
 from pipeline.graph import Graph
-from steps.base import Emit, Outcome, Step
+from steps.base import RESPOND, Emit, Outcome, Step
 
 DEAD_LETTER = None  # the destination of an outcome that goes to the dead-letter topic
 
@@ -82,25 +82,53 @@ def route(agent: Agent, outcome: Outcome) -> list[tuple[str | None, Event]]:
     return [(DEAD_LETTER, event)]
 
 
+def agent_name(step_name: str) -> str:
+    """The agent (its consumer group and topic suffix) of a step or model: ``m:v2`` runs as ``m.v2``."""
+    return step_name.replace(":", ".")
+
+
 def build_plan(graph: Graph) -> Plan:
-    """The agents that deploy ``graph`` (validated first)."""
+    """The agents that deploy ``graph`` (validated first).
+
+    A step's outputs go to its successors, the output topic when it has none; a responder's
+    (:meth:`pipeline.graph.StepNode.respond`) go to the output topic too, and then the last
+    steps after it send nowhere. Every agent's :data:`steps.base.RESPOND` route is the output topic.
+    """
     graph.validate()
-    topic = {name: f"{graph.name}.{name}" for name in graph.steps}
+    topic = {name: f"{graph.name}.{agent_name(name)}" for name in graph.steps}
+    after_responder = _after_responders(graph)
     replies: dict[str, str] = {}
     agents: list[Agent] = []
 
     def downstream(name: str) -> tuple[str, ...]:
-        return tuple(topic[child] for child in graph.successors(name)) or (graph.sink,)
+        children = tuple(topic[child] for child in graph.successors(name))
+        if graph.steps[name].responder:
+            return (*children, graph.sink)
+        if children or name in after_responder:
+            return children
+        return (graph.sink,)
 
     def add(name: str, node: str, step: Step, input_topic: str, successors: tuple[str, ...]) -> None:
-        routes: dict[str | None, tuple[str, ...]] = {None: successors}
-        routes.update({route: (f"{graph.name}.{part}",) for route, part in step.routes().items()})
-        replies.update({tag: f"{graph.name}.{part}" for tag, part in step.replies().items()})
-        agents.append(Agent(name, node, step, input_topic, routes, replies))
+        routes: dict[str | None, tuple[str, ...]] = {None: successors, RESPOND: (graph.sink,)}
+        routes.update({route: (f"{graph.name}.{agent_name(part)}",) for route, part in step.routes().items()})
+        replies.update({tag: f"{graph.name}.{agent_name(part)}" for tag, part in step.replies().items()})
+        agents.append(Agent(agent_name(name), node, step, input_topic, routes, replies))
         for part in step.parts():
-            add(part.name, node, part, f"{graph.name}.{part.name}", successors)
+            add(part.name, node, part, f"{graph.name}.{agent_name(part.name)}", successors)
 
     for name, node in graph.steps.items():
         add(name, name, node.step, topic[name] if node.after else graph.source, downstream(name))
     id_keyed = frozenset(agent.input for agent in agents if agent.step.keyed_by_id)
     return Plan(graph, tuple(agents), id_keyed, graph.source, graph.sink, graph.dlq)
+
+
+def _after_responders(graph: Graph) -> set[str]:
+    """The steps that come, directly or not, after a responder."""
+    found: set[str] = set()
+    frontier = [name for name, node in graph.steps.items() if node.responder]
+    while frontier:
+        for child in graph.successors(frontier.pop()):
+            if child not in found:
+                found.add(child)
+                frontier.append(child)
+    return found

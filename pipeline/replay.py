@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from pipeline.kafka_access import start_client
+from pipeline.kafka_config import KafkaConfigLike, resolve
 from pipeline.plan import Plan
 from pipeline.runtime.deadletter import ERROR_HEADERS
 
@@ -32,20 +34,28 @@ async def replay(
     error_type: str | None = None,
     limit: int | None = None,
     group: str | None = None,
+    kafka_config: KafkaConfigLike = None,
 ) -> ReplaySummary:
     """Re-produce the dead letters of ``plan`` that failed at ``step`` with ``error_type`` (each
     filter optional), at most ``limit``, to the graph's input topic.
 
     Reads the dead-letter topic up to its end at the start. With ``group``, the position reached
     is committed for that consumer group, so the next replay with the same group starts after
-    it; without, every letter is read each time.
+    it; without, every letter is read each time. ``kafka_config``: how to connect (see
+    :func:`pipeline.kafka_config.resolve`).
     """
+    config = resolve(kafka_config)
+    options = config.client_options()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest", **options
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await consumer.start()
-    await producer.start()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **options)
+    await start_client(consumer, bootstrap, config, "consumer")
+    try:
+        await start_client(producer, bootstrap, config, "producer")
+    except BaseException:
+        await consumer.stop()
+        raise
     summary = ReplaySummary()
     try:
         partitions = [TopicPartition(plan.dlq, p) for p in sorted(await producer.partitions_for(plan.dlq))]

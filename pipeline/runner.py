@@ -12,6 +12,9 @@ import time
 from collections.abc import Callable, Sequence
 
 from pipeline.errors import DeploymentError, TransportError
+from pipeline.kafka_access import probe, wait_for_coordinator
+from pipeline.kafka_config import KafkaConfigLike, resolve
+from pipeline.observe import observing
 from pipeline.plan import Agent, Plan
 from pipeline.runtime.kafka import KafkaTransport
 from pipeline.runtime.loop import AgentLoop
@@ -39,13 +42,20 @@ async def run_agents(
     settings: AgentSettings | None = None,
     stopping: asyncio.Event | None = None,
     sensors: Sensors | None = None,
+    *,
+    kafka_config: KafkaConfigLike = None,
+    metrics_port: int | None = None,
 ) -> None:
     """Run the named agents (default: all) in this process until SIGTERM/SIGINT or ``stopping``.
 
-    One agent's failure never stops the others: it is started again after a backoff.
+    One agent's failure never stops the others: it is started again after a backoff. Clients
+    connect as ``kafka_config`` says (see :func:`pipeline.kafka_config.resolve`); credentials
+    or TLS the cluster refuses raise DeploymentError before any step loads. With
+    ``metrics_port``, /metrics, /healthz and /readyz are served there (see :mod:`pipeline.observe`).
     """
     stopping = stopping or asyncio.Event()
     settings = settings or AgentSettings()
+    config = resolve(kafka_config)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         try:
@@ -53,32 +63,58 @@ async def run_agents(
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
     agents = [plan.agent(name) for name in select_agents(plan, names)]
-    for agent in agents:
-        agent.step.load()
-    await asyncio.gather(*(_keep_running(plan, agent, bootstrap, settings, sensors, stopping) for agent in agents))
+    names = [agent.name for agent in agents]
+    async with observing(plan, names, bootstrap, config, metrics_port=metrics_port, sensors=sensors) as observed:
+        if config.security_protocol != "PLAINTEXT":
+            logger.info("Kafka clients connect with %s", config.describe())
+        try:
+            await probe(bootstrap, config)  # refused credentials or TLS: DeploymentError, before any model loads
+            await wait_for_coordinator(bootstrap, config, [f"{plan.graph.name}.{name}" for name in names])
+        except TransportError as exc:
+            logger.info("%s; the agents will keep trying", exc)
+        for agent in agents:
+            agent.step.setup()
+        await asyncio.gather(
+            *(_keep_running(plan, agent, bootstrap, settings, observed, stopping, config) for agent in agents)
+        )
 
 
-def agent_loop(plan: Plan, agent: Agent, bootstrap: str, settings: AgentSettings, sensors: Sensors | None) -> AgentLoop:
-    """The loop that runs ``agent`` against the Kafka cluster at ``bootstrap``."""
+def agent_loop(
+    plan: Plan,
+    agent: Agent,
+    bootstrap: str,
+    settings: AgentSettings,
+    sensors: Sensors | None,
+    kafka_config: KafkaConfigLike = None,
+) -> AgentLoop:
+    """The loop that runs ``agent`` against the Kafka cluster at ``bootstrap``, connecting as
+    ``kafka_config`` says."""
     group = f"{plan.graph.name}.{agent.name}"
     transport = KafkaTransport(
         bootstrap,
         settings,
         exactly_once=plan.graph.guarantee == "exactly_once",
         client_id=f"{group}.{settings.instance}",
+        kafka_config=kafka_config,
     )
     return AgentLoop(plan, agent, transport, settings=settings, sensors=sensors)
 
 
 async def _keep_running(
-    plan: Plan, agent: Agent, bootstrap: str, settings: AgentSettings, sensors: Sensors | None, stopping: asyncio.Event
+    plan: Plan,
+    agent: Agent,
+    bootstrap: str,
+    settings: AgentSettings,
+    sensors: Sensors | None,
+    stopping: asyncio.Event,
+    kafka_config: KafkaConfigLike = None,
 ) -> None:
     """Run ``agent``, starting it again with backoff after a failure (a broker that cannot be
     reached, or a fault of ours); its step forgets what it learned from records not committed."""
     backoff = 1.0
     while not stopping.is_set():
         try:
-            await _run_until_stopped(agent_loop(plan, agent, bootstrap, settings, sensors), stopping)
+            await _run_until_stopped(agent_loop(plan, agent, bootstrap, settings, sensors, kafka_config), stopping)
             return
         except DeploymentError:
             raise

@@ -56,6 +56,10 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
     for node in graph.steps.values():
         entry: dict[str, Any] = {"name": node.name, "kind": node.kind, "after": list(node.after)}
         KINDS[node.kind][0](node, entry)
+        if node.responder:
+            entry["respond"] = True
+        if node.on_error is not None:
+            entry["error_handler"] = to_data(node.on_error)
         steps.append(entry)
     on_error = None if graph.on_error is None else to_data(graph.on_error)
     return {
@@ -63,6 +67,7 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
         "source": graph.source,
         "sink": graph.sink,
         "guarantee": graph.guarantee,
+        "parameters": to_data(graph.context.parameters),
         "errors": {"topic": graph.errors, "handler": on_error},
         "steps": steps,
     }
@@ -77,6 +82,7 @@ def graph_from_dict(data: dict[str, Any]) -> Graph:
         source=data.get("source"),
         sink=data.get("sink"),
         guarantee=data.get("guarantee", "at_least_once"),
+        parameters=from_data(data.get("parameters") or {}),
     )
     errors = data.get("errors") or {}
     graph.error_handler(errors.get("topic", "dlq"), from_data(errors.get("handler")))
@@ -85,4 +91,9 @@ def graph_from_dict(data: dict[str, Any]) -> Graph:
         if kind not in KINDS:
             raise GraphError(f"step {entry.get('name')!r} has unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
         KINDS[kind][1](graph, entry, entry.get("after", []))
+        node = graph[entry["name"]]
+        if entry.get("respond"):
+            node.respond()
+        if entry.get("error_handler") is not None:
+            node.error_handler(from_data(entry["error_handler"]))
     return graph

@@ -13,6 +13,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from pipeline.errors import DeploymentError
+from pipeline.kafka_access import start_client
+from pipeline.kafka_config import KafkaConfigLike, resolve
 from pipeline.plan import Plan
 
 __all__ = ["TopicConfig", "create_topics", "ensure_topics", "load_topic_configs"]
@@ -68,13 +70,20 @@ def load_topic_configs(plan: Plan, path: str | Path | None = None) -> list[Topic
     return configs
 
 
-async def create_topics(bootstrap: str, configs: list[TopicConfig], *, timeout_s: float = 30) -> dict[str, str]:
+async def create_topics(
+    bootstrap: str, configs: list[TopicConfig], *, timeout_s: float = 30, kafka_config: KafkaConfigLike = None
+) -> dict[str, str]:
     """Create the missing topics of ``configs``; ``{name: "created" | "exists"}``.
 
     Existing topics stay as they are, but fewer partitions than configured raise DeploymentError.
+    ``kafka_config``: how to connect (see :func:`pipeline.kafka_config.resolve`).
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    config = resolve(kafka_config)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000), **config.client_options()
+    )
     try:
+        await asyncio.wait_for(start_client(admin, bootstrap, config, "admin client"), timeout_s)
         return await asyncio.wait_for(_create(admin, bootstrap, configs, timeout_s), timeout_s)
     except (KafkaError, OSError, asyncio.TimeoutError) as exc:
         raise DeploymentError(f"cannot set up topics on Kafka at {bootstrap} within {timeout_s} s: {exc!r}") from exc
@@ -82,14 +91,15 @@ async def create_topics(bootstrap: str, configs: list[TopicConfig], *, timeout_s
         await admin.close()
 
 
-def ensure_topics(bootstrap: str, plan: Plan, path: str | Path | None = None) -> dict[str, str]:
+def ensure_topics(
+    bootstrap: str, plan: Plan, path: str | Path | None = None, *, kafka_config: KafkaConfigLike = None
+) -> dict[str, str]:
     """:func:`create_topics` for ``plan`` from blocking code; settings from ``path`` or built-in defaults."""
     logger.info("topic settings for graph %r from %s", plan.graph.name, path or "built-in defaults")
-    return asyncio.run(create_topics(bootstrap, load_topic_configs(plan, path)))
+    return asyncio.run(create_topics(bootstrap, load_topic_configs(plan, path), kafka_config=kafka_config))
 
 
 async def _create(admin: AIOKafkaAdminClient, bootstrap: str, configs: list[TopicConfig], timeout_s: float) -> dict:
-    await admin.start()
     wanted = {config.name: config for config in configs}
     status = {name: "exists" for name in await _partition_counts(admin, ()) if name in wanted}
     new = [NewTopic(c.name, c.partitions, c.replication_factor, topic_configs=c.config) for c in configs]

@@ -1,7 +1,7 @@
 """The step contract: a step turns a batch of events into routed outcomes.
 
 The runtime (one delivery loop, over Kafka or in memory for the mock server) only ever
-calls :meth:`Step.load`, :meth:`Step.process`, :meth:`Step.expire`, :meth:`Step.held` and
+calls :meth:`Step.setup`, :meth:`Step.process`, :meth:`Step.expire`, :meth:`Step.held` and
 :meth:`Step.release`. A step declares the named routes it emits on (:meth:`Step.routes`)
 and the sub-steps that run as agents of their own (:meth:`Step.parts`); where an outcome
 goes is decided by the deployment plan from its ``route``, never by the step.
@@ -9,6 +9,9 @@ goes is decided by the deployment plan from its ``route``, never by the step.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
@@ -35,6 +38,7 @@ class Fail:
 
 
 Outcome: TypeAlias = Emit | Fail
+RESPOND = "@respond"  # the route of an outcome that is the answer at once (to the sink, past later steps)
 
 
 class Step:
@@ -49,9 +53,14 @@ class Step:
     name: str = ""
     deadline_ms: float | None = None
     keyed_by_id: ClassVar[bool] = False
+    error_handler: Callable[..., Any] | None = None  # its return value answers a failed event
+
+    def setup(self) -> None:
+        """Called by the runtime once per worker before the first event: runs :meth:`load`."""
+        self.load()
 
     def load(self) -> None:
-        """Prepare to serve (load a model, open a table); called once per worker."""
+        """Prepare to serve (load a model, open a table)."""
 
     def process(self, events: list[Event]) -> list[Outcome]:
         """Outcomes for a batch of events; an event with no outcome is filtered out."""
@@ -83,39 +92,108 @@ class Step:
         answers (and failures) instead of the successors."""
         return {}
 
-    def fail(self, event: Event, exc: BaseException) -> Fail:
-        """The outcome for ``event`` rejected because of ``exc``."""
-        return Fail(event, ErrorRecord.from_exception(event.id, self.name, exc))
+    def fail(self, event: Event, exc: BaseException) -> Outcome:
+        """The outcome for ``event`` rejected because of ``exc``: a failure, or the step's
+        ``error_handler(body[, error])`` result as the answer (a failure if that raises too)."""
+        error = ErrorRecord.from_exception(event.id, self.name, exc)
+        handler = self.error_handler
+        if handler is None:
+            return Fail(event, error)
+        try:
+            takes_error = len(inspect.signature(handler).parameters) > 1
+            answer = handler(event.body, error.to_dict()) if takes_error else handler(event.body)
+        except Exception as again:
+            return Fail(event, ErrorRecord.from_exception(event.id, self.name, again))
+        return Emit(event.derive(answer), RESPOND)
 
 
 class TaskStep(Step):
     """Runs a callable on each event's body (or the whole event with ``full_event``).
 
-    A handler returning ``None`` filters the event out.
+    A handler returning ``None`` filters the event out. ``input_path`` gives the handler
+    that part of the body (dotted) and ``result_path`` puts its result there (else the result
+    is the body). A handler with a ``context`` parameter gets the graph's context; an
+    ``async def`` handler is awaited (a batch's calls run concurrently).
     """
 
-    def __init__(self, handler: Callable[[Any], Any], *, full_event: bool = False) -> None:
-        self.handler = handler
-        self.full_event = full_event
+    def __init__(
+        self,
+        handler: Callable[..., Any],
+        *,
+        full_event: bool = False,
+        input_path: str | None = None,
+        result_path: str | None = None,
+        context: Any = None,
+    ) -> None:
+        from pipeline.protocol import get_in, set_in
+
+        self.handler, self.full_event = handler, full_event
+        self.input_path, self.result_path = input_path, result_path
+        self._get_in, self._set_in = get_in, set_in
+        self._context = context if _takes(handler, "context") else None
+        self._async = inspect.iscoroutinefunction(handler)
 
     def load(self) -> None:
         target = getattr(self.handler, "__self__", None)
         if target is not None and callable(getattr(target, "load", None)):
             target.load()
 
+    def _call(self, event: Event) -> Any:
+        argument = event if self.full_event else event.body
+        if self.input_path:
+            argument = self._get_in(event.body, self.input_path)
+        if self._context is not None:
+            return self.handler(argument, context=self._context)
+        return self.handler(argument)
+
     def process(self, events: list[Event]) -> list[Outcome]:
-        handler, outcomes = self.handler, []
+        calls: list[Any] = []
         for event in events:
             try:
-                result = handler(event if self.full_event else event.body)
+                calls.append((True, self._call(event)))
             except Exception as exc:
-                outcomes.append(self.fail(event, exc))
-                continue
-            if result is None:
-                continue
-            if isinstance(result, Event):
+                calls.append((False, exc))
+        if self._async:
+            calls = _awaited(calls)
+        outcomes: list[Outcome] = []
+        for event, (ok, result) in zip(events, calls):
+            if not ok:
+                outcomes.append(self.fail(event, result))
+            elif isinstance(result, Event):
                 outcomes.append(Emit(result))
-            else:
-                event.body = result  # the event is this step's own: no copy needed
-                outcomes.append(Emit(event))
+            elif result is not None:
+                event.body = self._set_in(event.body, self.result_path, result) if self.result_path else result
+                outcomes.append(Emit(event))  # the event is this step's own: no copy needed
         return outcomes
+
+
+def _takes(handler: Callable[..., Any], name: str) -> bool:
+    try:
+        return name in inspect.signature(handler).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def _awaited(calls: list[tuple[bool, Any]]) -> list[tuple[bool, Any]]:
+    """The results of the coroutines in ``calls``, run together on a loop of their own (so a
+    step can await them from any thread, the runtime's event loop included)."""
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            _loop = asyncio.new_event_loop()
+            threading.Thread(target=_loop.run_forever, name="streamserve-async-steps", daemon=True).start()
+    futures = [asyncio.run_coroutine_threadsafe(result, _loop) if ok else None for ok, result in calls]
+    done: list[tuple[bool, Any]] = []
+    for (ok, result), future in zip(calls, futures):
+        if future is None:
+            done.append((ok, result))
+            continue
+        try:
+            done.append((True, future.result()))
+        except Exception as exc:
+            done.append((False, exc))
+    return done

@@ -1,47 +1,119 @@
-"""Model servers: MLRun-style serving classes with cross-event batching."""
+"""Model servers: MLRun's V2 serving-class contract, with cross-event batching that never
+changes an answer."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from pipeline.errors import StepError
+from pipeline.errors import GraphError, StepError
 from pipeline.events import Event
-from pipeline.protocol import model_inputs, now, parse_path, response
-from steps.base import Emit, Outcome, Step
+from pipeline.protocol import OPERATIONS, get_in, now, operation, request_inputs, response, rows, set_in
+from steps.base import Emit, Fail, Outcome, Step
+
+logger = logging.getLogger(__name__)
+PREDICTING = ("infer", "predict", "infer_dict", "predict_dict")
+_BATCH_FREE = ("inputs", "id")  # fields a stacked request does not carry per event
 
 
 class ModelServer(Step):
-    """Base of a served model: override :meth:`load` and :meth:`predict`.
+    """Base of a served model, as MLRun's ``V2ModelServer``: override :meth:`load` and :meth:`predict`.
 
-    Hooks, in call order: ``preprocess(body, operation)``, ``validate(body,
-    operation)``, ``predict(body)`` (or ``explain(body)``), ``postprocess(response)``.
-    ``predict`` may receive the stacked rows of several events in ``body["inputs"]``
-    and must return one output per row; set ``batching = False`` to get one event
-    at a time. Extra keyword arguments become attributes (MLRun's class args).
+    Hooks, in call order: ``preprocess(body, operation)``, ``validate(request, operation)``
+    (what it returns is what ``predict`` gets; None keeps the request), ``predict(request)`` or
+    ``explain(request)``, ``postprocess(response)``. Custom operations are ``op_<name>(event)``
+    methods. Class arguments are read with :meth:`get_param` (and set as attributes unless
+    that would replace a method).
+
+    Batching: events of one batch whose requests hold rows (``inputs`` a list of rows, or a 2-D
+    array) and agree on every field but ``inputs`` and ``id`` are predicted in one call on the
+    stacked rows, and each gets its own rows' outputs. Anything else (a flat data point, dict
+    inputs, differing fields, outputs that are not one per row) is predicted request by
+    request, so batching never changes an answer. A model whose ``predict`` reads the request's
+    ``id`` sets ``batching = False``. ``load_mode = "async"`` loads in the background; requests
+    wait up to ``ready_timeout_s`` for it.
     """
 
     batching: ClassVar[bool] = True
+    load_mode: Literal["sync", "async"] = "sync"
+    ready_timeout_s: float = 60.0
 
     def __init__(
         self,
+        context: Any = None,
         name: str | None = None,
-        *,
         model_path: str | Path | None = None,
-        version: str | None = None,
         model: Any = None,
+        protocol: str | None = None,
+        input_path: str | None = None,
+        result_path: str | None = None,
+        *,
+        version: str | None = None,
         **params: Any,
     ) -> None:
-        self.name = name or ""
+        if isinstance(context, str) and name is None:  # ModelServer("m"): the name, positionally
+            context, name = None, context
+        self.context, self.name = context, name or ""
         self.model_path = None if model_path is None else str(model_path)
+        self.model, self.protocol = model, protocol or "v2"
+        self.input_path, self.result_path = input_path, result_path
         self.version = None if version is None else str(version)
-        self.model = model
-        self.params = params
-        for attribute, value in params.items():
-            setattr(self, attribute, value)
+        self.metrics: dict[str, Any] = {}
+        self._params = dict(params)
+        self._ready = threading.Event()
+        if self.load_mode != "async":
+            self._ready.set()  # sync: ready once setup() (load) has returned; async: once load ends
+        for key, value in params.items():
+            if callable(getattr(type(self), key, None)) or isinstance(getattr(type(self), key, None), property):
+                raise GraphError(
+                    f"model {self.name or type(self).__name__!r}: class argument {key!r} would replace "
+                    f"{type(self).__name__}.{key}; rename it, or read it with get_param({key!r}) in a class "
+                    "that does not define it"
+                )
+            setattr(self, key, value)
 
+    # -- MLRun's V2ModelServer API ------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        """The name answers carry: the route key without its ``:version``."""
+        return self.name.split(":", 1)[0]
+
+    @property
+    def ready(self) -> bool:
+        """Whether :meth:`load` finished."""
+        return self._ready.is_set()
+
+    def get_param(self, key: str, default: Any = None) -> Any:
+        """A class argument, else the graph's parameter ``key``, else ``default``."""
+        if key in self._params:
+            return self._params[key]
+        getter = getattr(self.context, "get_param", None)
+        return getter(key, default) if getter is not None else default
+
+    def get_model(self, suffix: str = "") -> tuple[str, dict[str, Any]]:
+        """The local model file (in ``model_path``, a file or a folder holding a file ending with
+        ``suffix``) and its extra data items (none here)."""
+        if self.model_path is None:
+            raise StepError(f"model {self.name!r}: no model_path given")
+        path = Path(self.model_path)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(suffix))
+            if not found:
+                raise StepError(f"model {self.name!r}: no file ending with {suffix!r} in {path}")
+            path = found[0]
+        if not path.is_file():
+            raise StepError(f"model {self.name!r}: model_path {str(path)!r} does not exist")
+        return str(path), {}
+
+    def set_metric(self, name: str, value: Any) -> None:
+        """Record a metric of this model (kept in ``metrics``; answers do not carry it)."""
+        self.metrics[name] = value
+
+    # -- hooks ------------------------------------------------------------------------
     def load(self) -> None:
         """Load the model; the default keeps the ``model`` given at construction."""
 
@@ -49,96 +121,191 @@ class ModelServer(Step):
         """Adapt a request body before validation; the default returns it unchanged."""
         return body
 
-    def validate(self, body: Any, operation: str) -> None:
-        """Raise if the request cannot be served; ``inputs`` rows are checked before this."""
+    def validate(self, request: Any, operation: str) -> Any:
+        """Check a request; what it returns (None: the request itself) is what ``predict`` gets."""
+        return request
 
-    def predict(self, body: dict[str, Any]) -> Any:
-        """One output per row of ``body["inputs"]``."""
-        raise NotImplementedError(f"model {self.name!r} does not implement predict(body)")
+    def predict(self, request: dict[str, Any]) -> Any:
+        """The outputs for ``request["inputs"]`` (one per row to be batched)."""
+        raise NotImplementedError(f"model {self.name!r} does not implement predict(request)")
 
-    def explain(self, body: dict[str, Any]) -> Any:
+    def explain(self, request: dict[str, Any]) -> Any:
         """An explanation of the request's prediction."""
-        raise StepError(f"model {self.name!r} does not implement explain(body)")
+        raise StepError(f"model {self.name!r} does not implement explain(request)")
 
-    def postprocess(self, body: dict[str, Any]) -> Any:
-        """Adapt the response body; the default returns it unchanged."""
-        return body
+    def postprocess(self, response: dict[str, Any]) -> Any:
+        """Adapt the response; the default returns it unchanged."""
+        return response
+
+    # -- the runtime's side -------------------------------------------------------------
+    def setup(self) -> None:
+        if self.load_mode == "async":
+            threading.Thread(target=self._load_async, name=f"load-{self.name}", daemon=True).start()
+        else:
+            self.load()
+
+    def _load_async(self) -> None:
+        try:
+            self.load()
+        except Exception:
+            logger.exception("model %s failed to load; its requests fail as not ready", self.name)
+            return
+        self._ready.set()
 
     def process(self, events: list[Event]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
-        batch: list[tuple[Event, Any, Any]] = []
-        for event in events:
+        done: list[list[Outcome]] = [[] for _ in events]
+        pending: list[tuple[int, Event, Any, Any]] = []
+        for index, event in enumerate(events):
             try:
-                operation = "infer" if event.path == "/" else parse_path(event.path).operation
-                body = self.preprocess(event.body, operation)
-                rows = model_inputs(body)
-                if rows is not body["inputs"]:
-                    body = {**body, "inputs": rows}
-                self.validate(body, operation)
+                item = self._request(event)
             except Exception as exc:
-                outcomes.append(self.fail(event, exc))
+                done[index].append(self.fail(event, exc))
                 continue
-            if operation == "explain":
-                outcomes.append(self._explain(event, body))
-            elif self.batching and "parameters" not in body:
-                batch.append((event, body, rows))
+            if isinstance(item, (Emit, Fail)):
+                done[index].append(item)
+            elif self.batching and rows(item[1]) is not None:
+                pending.append((index, event, item[0], item[1]))
             else:
-                outcomes.extend(self._predict([(event, body, rows)]))
-        if batch:
-            outcomes.extend(self._predict(batch))
-        return outcomes
+                self._predict([(index, event, item[0], item[1])], done)
+        for group in _groups(pending):
+            self._predict(group, done)
+        return [outcome for outcomes in done for outcome in outcomes]
 
-    def _predict(self, batch: list[tuple[Event, Any, Any]]) -> list[Outcome]:
-        if len(batch) == 1:
-            body, total = batch[0][1], len(batch[0][2])
-        else:
-            stacked = _stack([rows for _, _, rows in batch])
-            body, total = {"inputs": stacked}, len(stacked)
-        try:
-            outputs = self.predict(body)
-            if self.batching:
-                produced = len(outputs) if hasattr(outputs, "__len__") else 1
-                if produced != total:
-                    raise StepError(f"model {self.name!r}: predict returned {produced} rows for {total} inputs")
-        except Exception as exc:
-            if len(batch) > 1:
-                return [outcome for item in batch for outcome in self._predict([item])]
-            return [self.fail(batch[0][0], exc)]
-        if len(batch) == 1:
-            return [self._respond(batch[0][0], outputs)]
-        outcomes, start, timestamp = [], 0, now()
-        for event, _, rows in batch:
-            stop = start + len(rows)
-            outcomes.append(self._respond(event, outputs[start:stop], timestamp))
-            start = stop
-        return outcomes
+    def _request(self, event: Event) -> Outcome | tuple[Any, Any]:
+        """The validated request and its inputs, or the outcome of an operation that needs no
+        prediction (ready, metadata, explain, a custom one)."""
+        op = operation(event.path, event.body)
+        if op == "ready":
+            return Emit(event.derive({"name": self.model_name, "version": self._version() or "", "ready": self.ready}))
+        if op == "metadata":
+            return Emit(event.derive(self.metadata()))
+        custom = getattr(self, f"op_{op}", None)
+        if op not in OPERATIONS and callable(custom):
+            return Emit(event.derive(custom(event)))
+        if op not in PREDICTING and op != "explain":
+            raise StepError(f"illegal model operation {op!r} for model {self.name!r}")
+        if not self._ready.wait(self.ready_timeout_s):
+            raise StepError(f"model {self.name!r} is not ready after {self.ready_timeout_s:g} s")
+        body = get_in(event.body, self.input_path) if self.input_path else event.body
+        if op.endswith("_dict"):
+            body = self._inputs_to_list(body)
+        request = self.preprocess(body, op)
+        checked = self.validate(request, op)
+        request = request if checked is None else checked
+        inputs = request_inputs(request)
+        if isinstance(request, dict) and inputs is not request.get("inputs"):  # a V2 tensor, reshaped
+            request = {**request, "inputs": inputs}
+        if op == "explain":
+            return self._respond(event, self.explain(request), stamped=False)
+        return request, inputs
 
-    def _respond(self, event: Event, outputs: Any, timestamp: str | None = None) -> Outcome:
+    def _predict(self, group: list[tuple[int, Event, Any, Any]], done: list[list[Outcome]]) -> None:
+        """Predict ``group``'s events in one call on their stacked rows (alone for one event),
+        putting each event's outcome in ``done`` at its index."""
+        if len(group) == 1:
+            index, event, request, _ = group[0]
+            try:
+                outputs = self.predict(request)
+            except Exception as exc:
+                done[index].append(self.fail(event, exc))
+                return
+            done[index].append(self._answer(event, outputs))
+            return
+        parts = [rows(inputs) for _, _, _, inputs in group]
+        arrays = all(isinstance(part, np.ndarray) for part in parts)
+        stacked = np.concatenate(parts) if arrays else [row for part in parts for row in part]
+        request = {key: value for key, value in group[0][2].items() if key not in _BATCH_FREE}
+        request["inputs"] = stacked
         try:
-            body = response(event.id, self.name, outputs, model_version=self.version, timestamp=timestamp)
-            body = self.postprocess(body)
+            outputs = self.predict(request)
+            per_row = isinstance(outputs, (list, tuple, np.ndarray)) and len(outputs) == len(stacked)
+        except Exception:
+            per_row = False
+        if not per_row:  # a failing row, or outputs not one per row: each event alone, as unbatched
+            for item in group:
+                self._predict([item], done)
+            return
+        start, timestamp = 0, now()
+        for (index, event, _, _), part in zip(group, parts):
+            done[index].append(self._answer(event, outputs[start : start + len(part)], timestamp))
+            start += len(part)
+
+    def _answer(self, event: Event, outputs: Any, timestamp: str | None = None) -> Outcome:
+        try:
+            return self._respond(event, outputs, timestamp=timestamp)
         except Exception as exc:
             return self.fail(event, exc)
+
+    def metadata(self) -> dict[str, Any]:
+        """The model's V2 metadata: name, version and its input features when known."""
+        features = self._features()
+        return {
+            "name": self.model_name,
+            "version": self._version() or "",
+            "inputs": [{"name": name} for name in features or ()],
+            "outputs": [],
+        }
+
+    def _features(self) -> list[str] | None:
+        names = self.get_param("features") or getattr(self.model, "feature_names_in_", None)
+        return None if names is None else [str(name) for name in names]
+
+    def _inputs_to_list(self, body: Any) -> Any:
+        """``infer_dict``: inputs keyed by feature name, as rows in the model's feature order."""
+        features = self._features()
+        if features is None:
+            raise StepError(
+                f"model {self.name!r}: infer_dict needs the feature names: pass features=[...] to the "
+                "model, or serve an estimator fitted on named columns"
+            )
+        inputs = body.get("inputs") if isinstance(body, dict) else None
+        records = [inputs] if isinstance(inputs, dict) else inputs
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise StepError(f"model {self.name!r}: infer_dict inputs must be a dict or a list of dicts")
+        missing = sorted({name for record in records for name in features if name not in record})
+        if missing:
+            raise StepError(f"model {self.name!r}: inputs lack the features {missing}")
+        return {**body, "inputs": [[record[name] for name in features] for record in records]}
+
+    def _respond(self, event: Event, outputs: Any, *, timestamp: str | None = None, stamped: bool = True) -> Outcome:
+        body = response(
+            event.id, self.model_name, outputs, model_version=self._version(), timestamp=timestamp, stamped=stamped
+        )
+        body = self.postprocess(body)
+        if self.result_path:
+            return Emit(event.derive(set_in(event.body, self.result_path, body)))
         return Emit(event.derive(body))
 
-    def _explain(self, event: Event, body: Any) -> Outcome:
-        try:
-            return self._respond(event, self.explain(body))
-        except Exception as exc:
-            return self.fail(event, exc)
+    def _version(self) -> str | None:
+        return self.version or (self.name.split(":", 1)[1] if ":" in self.name else None)
 
 
-def _stack(parts: list[Any]) -> Any:
-    if all(isinstance(rows, np.ndarray) for rows in parts):
-        return np.concatenate(parts)
-    return [row for rows in parts for row in rows]
+def _groups(pending: list[tuple[int, Event, Any, Any]]) -> list[list[tuple[int, Event, Any, Any]]]:
+    """``pending`` requests grouped by everything but their ``inputs`` and ``id`` being equal."""
+    groups: list[tuple[dict[str, Any], list[tuple[int, Event, Any, Any]]]] = []
+    for item in pending:
+        rest = {key: value for key, value in item[2].items() if key not in _BATCH_FREE}
+        for shared, members in groups:
+            if _same(shared, rest):
+                members.append(item)
+                break
+        else:
+            groups.append((rest, [item]))
+    return [members for _, members in groups]
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    try:
+        return bool(a == b)
+    except (ValueError, TypeError):  # arrays compare element-wise: not the same request
+        return False
 
 
 class SKLearnModelServer(ModelServer):
     """Serves a scikit-learn estimator saved with joblib or pickle at ``model_path``.
 
-    ``method`` picks the estimator method (``"predict"`` by default,
-    ``"predict_proba"`` for class probabilities).
+    ``method`` picks the estimator method (``"predict"`` by default, ``"predict_proba"`` for
+    class probabilities). A flat data point (``"inputs": [5.1, 3.5, 1.4, 0.2]``) is one row.
     """
 
     method: str = "predict"
@@ -148,13 +315,18 @@ class SKLearnModelServer(ModelServer):
             self.model = load_model_file(self.name, self.model_path)
         self.width = getattr(self.model, "n_features_in_", None)
 
-    def validate(self, body: Any, operation: str) -> None:
-        rows = body["inputs"]
-        if self.width is not None and len(rows[0]) != self.width:
-            raise StepError(f"model {self.name!r} expects {self.width} features per row, got {len(rows[0])}")
+    def validate(self, request: Any, operation: str) -> Any:
+        inputs = request_inputs(request)
+        table = rows(inputs)
+        first = table[0] if table is not None else inputs
+        if self.width is not None and len(first) != self.width:
+            raise StepError(f"model {self.name!r} expects {self.width} features per row, got {len(first)}")
+        return request
 
-    def predict(self, body: dict[str, Any]) -> list:
-        features = np.asarray(body["inputs"], dtype=np.float64)
+    def predict(self, request: dict[str, Any]) -> list:
+        features = np.asarray(request["inputs"], dtype=np.float64)
+        if features.ndim == 1:  # one flat data point
+            features = features.reshape(1, -1)
         return getattr(self.model, self.method)(features).tolist()
 
 

@@ -69,11 +69,19 @@ def bump(body: dict[str, Any]) -> dict[str, Any]:
 def merge_branches(parts: dict[str, Any]) -> dict[str, Any]:
     """One row per event: the doubled value, the value the doubling branch saw, the bumped value."""
     double, bumped = parts["double"], parts["bump"]
-    return {"inputs": [[float(double["x"][0][0]), double["inputs"][0][0], bumped["inputs"][0][0]]]}
+    merged = {"inputs": [[float(double["x"][0][0]), double["inputs"][0][0], bumped["inputs"][0][0]]]}
+    return {**merged, "scale": double["scale"]} if "scale" in double else merged
 
 
 def not_thirteen(body: dict[str, Any]) -> bool:
     return body["inputs"][0][1] != 13
+
+
+class Scaled(ModelServer):
+    """Each row's first value times the request's own ``scale``: batching must keep it per event."""
+
+    def predict(self, body: dict[str, Any]) -> list:
+        return [row[0] * body.get("scale", 1.0) for row in body["inputs"]]
 
 
 class PickySum(ModelServer):
@@ -102,7 +110,7 @@ def parity_graph() -> Graph:
         .to_router("models", default="picky")
     )
     router.add_model("picky", PickySum).add_model("one", Constant, value=1.0)
-    router.add_model("three", Constant, value=3.0).add_model("broken", Broken)
+    router.add_model("three", Constant, value=3.0).add_model("broken", Broken).add_model("scaled", Scaled)
     router.add_model("ens", VotingEnsemble(["one", "three"], vote="regression"))
     return graph
 
@@ -127,4 +135,46 @@ def replay_graph() -> Graph:
     """pre -> router -> flaky (fails until a flag file exists): for replaying dead letters."""
     graph = Graph(run_name("replay"))
     graph.to("pre", keep).to_router("models", default="flaky").add_model("flaky", NeedsFlag)
+    return graph
+
+
+class Multiplier(ModelServer):
+    """MLRun's test model: the first input times the ``multiplier`` class argument; explains."""
+
+    def predict(self, request: dict[str, Any]) -> Any:
+        return request["inputs"][0] * self.get_param("multiplier")
+
+    def explain(self, request: dict[str, Any]) -> Any:
+        return {"explained": request["inputs"][0]}
+
+    def op_echo(self, event: Any) -> Any:
+        return {"id": event.id, "echo": event.body, "path": event.path}
+
+
+class Predictions(ModelServer):
+    """Answers ``{"predictions": [x * multiplier for x in inputs]}``, as MLRun's examples do."""
+
+    def predict(self, request: dict[str, Any]) -> Any:
+        return {"predictions": [x * self.get_param("multiplier") for x in request["inputs"]]}
+
+
+def caught(body: Any) -> dict[str, Any]:
+    return {"caught": body}
+
+
+def raiser(body: Any) -> Any:
+    raise ValueError("bad input")
+
+
+def mlrun_graph() -> Graph:
+    """MLRun's serving scenarios: versions behind a router, body model and operation, a custom
+    operation, an ensemble over dict outputs, and a flow with paths and a step error handler."""
+    from steps import VotingEnsemble
+
+    graph = Graph(run_name("mlrun"), parameters={"greeting": "hi"})
+    router = graph.to_router("models", default="mean")
+    router.add_model("m1", Multiplier, multiplier=100).add_model("m2", Multiplier, multiplier=200)
+    router.add_model("m3:v1", Multiplier, multiplier=300).add_model("m3:v2", Multiplier, multiplier=400)
+    router.add_model("p1", Predictions, multiplier=1).add_model("p2", Predictions, multiplier=3)
+    router.add_model("mean", VotingEnsemble(["p1", "p2"], vote="regression", prediction_col_name="predictions"))
     return graph

@@ -311,5 +311,5 @@ def test_broker_refusals_are_deployment_errors(kafka: EmbeddedKafka) -> None:
 
 
 def test_unreachable_cluster_is_a_deployment_error() -> None:
-    with pytest.raises(DeploymentError, match=re.escape("cannot set up topics on Kafka at 127.0.0.1:1")):
+    with pytest.raises(DeploymentError, match=re.escape("no Kafka broker answers at 127.0.0.1:1")):
         asyncio.run(create_topics("127.0.0.1:1", [TopicConfig("t", 1, 1)], timeout_s=5))

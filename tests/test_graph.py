@@ -8,6 +8,7 @@ from helpers import Constant, Doubler, add_one, negate, times_ten
 from examples.iris.iris import build
 from pipeline import Graph, GraphError, build_plan
 from steps import Filter, VotingEnsemble
+from steps.base import RESPOND
 
 
 def test_fluent_chain_returns_the_new_step():
@@ -65,7 +66,11 @@ def test_plan_gives_each_step_model_and_join_its_topic():
         "vote.join": "iris.vote.join",
         "post": "iris.post",
     }
-    assert plan.agent("models").routes == {None: ("iris.post",), **{k: (f"iris.{k}",) for k in ("lr", "rf", "vote")}}
+    assert plan.agent("models").routes == {
+        None: ("iris.post",),
+        RESPOND: ("iris.predictions",),
+        **{k: (f"iris.{k}",) for k in ("lr", "rf", "vote")},
+    }
     assert plan.agent("lr").routes[None] == ("iris.post",)
     assert plan.agent("post").routes[None] == ("iris.predictions",)
     assert plan.topics()[-2:] == ["iris.predictions", "iris.dlq"]

@@ -35,7 +35,7 @@ class Deployment:
         self.settings = settings
         self.loops: dict[str, AgentLoop] = {}
         for agent in self.plan.agents:
-            agent.step.load()
+            agent.step.setup()
             self.loops[agent.name] = self.member(agent.name)
 
     def member(self, name: str) -> AgentLoop:

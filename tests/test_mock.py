@@ -29,15 +29,18 @@ def test_every_iris_model_matches_scikit_learn_on_the_same_rows(iris):
         assert response["species"][0] == ("setosa", "versicolor", "virginica")[expected[key][0]]
     assert expected["lr"] != expected["rf"]  # the rows include one the models disagree on
     votes = iris.test("/v2/models/vote/infer", body={"inputs": rows})["outputs"]
-    assert votes == expected["lr"]  # two equal votes: agreement, or a tie won by the first member
+    assert votes == [min(pair) for pair in zip(expected["lr"], expected["rf"])]  # ties: the lowest label, as MLRun
 
 
-def test_model_key_from_header_then_body_then_path_then_default(iris):
+def test_model_key_from_path_then_header_then_body_then_default(iris):
+    """MLRun's precedence: the path's model wins over the body's."""
     row = {"inputs": [[6.7, 3.0, 5.2, 2.3]]}
-    assert iris.test("/v2/models/lr/infer", body=row, headers={"model": "rf"})["model_name"] == "rf"
-    assert iris.test("/v2/models/lr/infer", body={**row, "model": "rf"})["model_name"] == "rf"
-    assert iris.test("/v2/models/rf/infer", body=row)["model_name"] == "rf"
+    assert iris.test("/v2/models/lr/infer", body=row, headers={"model": "rf"})["model_name"] == "lr"
+    assert iris.test("/v2/models/lr/infer", body={**row, "model": "rf"})["model_name"] == "lr"
+    assert iris.test("/", body=row, headers={"model": "rf"})["model_name"] == "rf"
+    assert iris.test("/", body={**row, "model": "rf"})["model_name"] == "rf"
     assert iris.test(body=row)["model_name"] == "vote"
+    assert iris.test("/v2/models/infer", body=row)["model_name"] == "vote"  # the router-level path
 
 
 def test_bad_requests_come_back_as_error_records(iris):
@@ -60,9 +63,9 @@ def test_v2_paths_list_ready_versions_and_explain():
     assert server.test("/v2/models/d/ready") == {"name": "d", "ready": True}
     assert server.test("/v2/models/d/versions/2/infer", body={"inputs": [[4]]})["outputs"] == [8]
     wrong = server.test("/v2/models/d/versions/1/infer", body={"inputs": [[4]]})
-    assert wrong["error"] == "router 'models': model 'd' serves version '2', not '1'"
+    assert wrong["error"] == "router 'models': model 'd' has no version '1'; versions: 2"
     explain = server.test("/v2/models/d/explain", body={"inputs": [[4]]})
-    assert explain["error"] == "model 'd' does not implement explain(body)"
+    assert explain["error"] == "model 'd' does not implement explain(request)"
     with pytest.raises(ProtocolError, match="no model 'zz'"):
         server.test("/v2/models/zz/infer", body={"inputs": [[1]]})
     with pytest.raises(ProtocolError, match="not a V2 model path"):

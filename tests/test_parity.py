@@ -36,7 +36,10 @@ def requests() -> list[tuple[dict[str, Any], dict[str, bytes]]]:
             headers = {"model": b"broken"}
         elif n == 39:
             headers = {"model": b"zz"}
-        made.append(({"id": f"p{n}", "inputs": [[value]]}, headers))
+        elif n % 5 == 1:
+            headers = {"model": b"scaled"}
+        body = {"id": f"p{n}", "inputs": [[value]]}
+        made.append(({**body, "scale": 10.0**n} if headers.get("model") == b"scaled" else body, headers))
     made.append(({"id": "no-inputs", "rows": [[1.0]]}, {}))
     return made
 
@@ -64,10 +67,12 @@ def test_strict_and_default_mock_servers_agree_and_answer_what_the_graph_means()
     assert strict == default
     assert "p18" not in strict  # 13: filtered
     assert strict["p0"] == ("picky", "ValueError")  # a negative row fails alone in its batch
-    assert strict["p6"]["outputs"] == [4 * 1.0 + 100]  # 2v + v + (v + 100): no branch saw the other's change
+    assert strict["p7"]["outputs"] == [4 * 2.0 + 100]  # 2v + v + (v + 100): no branch saw the other one's change
     assert strict["p3"]["outputs"] == [2.0] and strict["p3"]["model_name"] == "ens"
     assert strict["p4"] == ("broken", "ValueError") and strict["p39"] == ("models", "RoutingError")
     assert strict["no-inputs"] == ("start", "KeyError")
+    scaled = [n for n in range(40) if requests()[n][1].get("model") == b"scaled"]
+    assert len(scaled) > 3 and all(strict[f"p{n}"]["outputs"] == [2 * (n - 5) * 10.0**n] for n in scaled)
     assert len(strict) == 40
 
 

@@ -78,21 +78,29 @@ def test_model_isolates_a_bad_event_without_failing_its_batch():
     model.load()
     outcomes = model.process(events({"inputs": [[1]]}, {"inputs": [[-1]]}, {"inputs": [[3]]}, {"rows": 1}))
     failures = [o.error.message for o in outcomes if isinstance(o, Fail)]
-    assert sorted(failures) == ["negative input", "request has no 'inputs' (keys: ['rows'])"]
+    assert sorted(failures) == ["Expected key \"inputs\" in request body (got ['rows'])", "negative input"]
     assert [o.event.body["outputs"] for o in outcomes if isinstance(o, Emit)] == [[2], [6]]
     assert model.calls == [1, 1]  # the batch of 3 failed, then each event alone
 
 
-def test_model_rejects_wrong_row_count_and_ragged_rows():
+def test_outputs_are_what_predict_returns_and_a_batch_not_one_per_row_goes_event_by_event():
     class Short(ModelServer):
+        def load(self):
+            self.calls = []
+
         def predict(self, body):
+            self.calls.append(len(body["inputs"]))
             return [0]
 
     short = Short("short")
-    failure = short.process(events({"inputs": [[1], [2]]}))[0]
-    assert failure.error.message == "model 'short': predict returned 1 rows for 2 inputs"
-    ragged = Doubler("d").process(events({"inputs": [[1, 2], [3]]}))[0]
-    assert "ragged 'inputs'" in ragged.error.message
+    short.load()
+    assert short.process(events({"inputs": [[1], [2]]}))[0].event.body["outputs"] == [0]  # as MLRun: no check
+    both = short.process(events({"inputs": [[1]]}, {"inputs": [[2], [3]]}))
+    assert [o.event.body["outputs"] for o in both] == [[0], [0]] and short.calls == [2, 3, 1, 2]
+    doubler = Doubler("d")
+    doubler.load()
+    ragged = doubler.process(events({"inputs": [[1, 2], [3]]}))[0]
+    assert ragged.event.body["outputs"] == [2, 6]  # ragged rows reach a model that accepts them
 
 
 def test_model_hooks_run_in_order_and_batching_can_be_switched_off():

@@ -18,6 +18,8 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, MessageSizeTooLarg
 from aiokafka.partitioner import DefaultPartitioner
 
 from pipeline.errors import DeploymentError, RecordTooLarge, TransportError
+from pipeline.kafka_access import probe
+from pipeline.kafka_config import KafkaConfig, KafkaConfigLike, resolve
 from pipeline.runtime.settings import AgentSettings
 from pipeline.runtime.transport import BatchBuilder, Outgoing, Rebalance, Record, TopicPartition, Unreadable
 
@@ -62,12 +64,20 @@ class _Listener(ConsumerRebalanceListener):
 
 
 class KafkaTransport:
-    """One agent's aiokafka consumer (a member of its group) and producer."""
+    """One agent's aiokafka consumer (a member of its group) and producer, connecting as
+    ``kafka_config`` says (see :func:`pipeline.kafka_config.resolve`; default: the environment's)."""
 
     def __init__(
-        self, bootstrap: str, settings: AgentSettings, *, exactly_once: bool = False, client_id: str = "streamserve"
+        self,
+        bootstrap: str,
+        settings: AgentSettings,
+        *,
+        exactly_once: bool = False,
+        client_id: str = "streamserve",
+        kafka_config: KafkaConfigLike = None,
     ) -> None:
         self.bootstrap, self.settings, self.exactly_once, self.client_id = bootstrap, settings, exactly_once, client_id
+        self.config: KafkaConfig = resolve(kafka_config)
         self._partitioner = DefaultPartitioner()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -92,6 +102,7 @@ class KafkaTransport:
             max_request_size=s.max_request_size,
             compression_type=s.compression_type,
             **(transactional if self.exactly_once else {}),
+            **self.config.client_options(),
         )
         await self._start_producer(group)
         self.consumer = AIOKafkaConsumer(
@@ -104,6 +115,7 @@ class KafkaTransport:
             heartbeat_interval_ms=s.heartbeat_interval_ms,
             fetch_max_wait_ms=s.fetch_max_wait_ms,
             isolation_level="read_committed" if self.exactly_once else "read_uncommitted",
+            **self.config.client_options(),
         )
         self.consumer.subscribe([topic], listener=_Listener(listener))
         try:
@@ -116,6 +128,7 @@ class KafkaTransport:
         try:
             await asyncio.wait_for(self.producer.start(), 30 if self.exactly_once else None)
         except (KafkaConnectionError, OSError) as exc:
+            await probe(self.bootstrap, self.config)  # refused credentials or TLS: a DeploymentError, no retry
             raise TransportError(f"broker {self.bootstrap} unreachable: {exc}") from exc
         except (asyncio.TimeoutError, KafkaError) as exc:
             with contextlib.suppress(Exception):

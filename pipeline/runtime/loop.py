@@ -88,11 +88,13 @@ class AgentLoop:
     async def run(self, stopping: asyncio.Event) -> None:
         """Start, then consume and process until ``stopping`` is set; commit and leave."""
         await self.start()
+        self.sensors.started(self.agent.name)
         logger.info("agent %s consuming %s as group %s", self.agent.name, self.agent.input, self.group)
         try:
             while not stopping.is_set():
                 await self.poll_once()
         finally:
+            self.sensors.stopped(self.agent.name)
             await self.close()
 
     async def close(self) -> None:
@@ -177,6 +179,7 @@ class AgentLoop:
             outputs = [self.dead_letters.for_record(r, error) for batch in records.values() for r in batch]
         if outputs and self._sensing:
             self.sensors.sent(self.agent.name, len(outputs))
+            self.sensors.sending(self.agent.name, outputs)
         await self.checkpoint.send(outputs)
 
     async def _process(self, records: dict[TopicPartition, list[Record]], now: float | None) -> list[Outgoing]:
@@ -204,11 +207,15 @@ class AgentLoop:
                 started = time.perf_counter()
                 outcomes = await self.executor.run(events)
                 self.sensors.step_done(self.agent.name, len(events), len(outcomes), time.perf_counter() - started)
+                self.sensors.stepped(self.agent.name, events, outcomes)
             else:
                 outcomes = await self.executor.run(events)
             self.processed += len(events)
         if self._expires:
-            outcomes += self.agent.step.expire(time.monotonic() if now is None else now)
+            expired = self.agent.step.expire(time.monotonic() if now is None else now)
+            if expired and self._sensing:
+                self.sensors.expired(self.agent.name, expired)
+            outcomes += expired
         self.wire.next_batch()
         for outcome in outcomes:
             self._deliver(outcome, outputs)

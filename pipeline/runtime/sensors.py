@@ -5,8 +5,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from pipeline.runtime.transport import TopicPartition
+
+if TYPE_CHECKING:
+    from pipeline.events import Event
+    from pipeline.runtime.transport import Outgoing
+    from steps.base import Outcome
 
 
 class Sensors:
@@ -35,6 +41,22 @@ class Sensors:
 
     def revoked(self, agent: str, partitions: set[TopicPartition]) -> None:
         """The group took ``partitions`` from this member."""
+
+    def started(self, agent: str) -> None:
+        """The agent joined its group and polls its input topic (again after a restart)."""
+
+    def stopped(self, agent: str) -> None:
+        """The agent stopped polling: a stop, or a failure it is started again after."""
+
+    def stepped(self, agent: str, events: list[Event], outcomes: list[Outcome]) -> None:
+        """The step turned ``events`` into ``outcomes`` (right after :meth:`step_done`); an event
+        with no outcome was filtered out, or is held (a join's part)."""
+
+    def expired(self, agent: str, outcomes: list[Outcome]) -> None:
+        """Work the step held past its deadline was closed as ``outcomes`` (join timeouts)."""
+
+    def sending(self, agent: str, records: list[Outgoing]) -> None:
+        """A batch's output records (answers, dead letters), right after :meth:`sent`."""
 
 
 class Fanout(Sensors):
@@ -74,6 +96,26 @@ class Fanout(Sensors):
     def revoked(self, agent: str, partitions: set[TopicPartition]) -> None:
         for sensor in self.sensors:
             sensor.revoked(agent, partitions)
+
+    def started(self, agent: str) -> None:
+        for sensor in self.sensors:
+            sensor.started(agent)
+
+    def stopped(self, agent: str) -> None:
+        for sensor in self.sensors:
+            sensor.stopped(agent)
+
+    def stepped(self, agent: str, events: list[Event], outcomes: list[Outcome]) -> None:
+        for sensor in self.sensors:
+            sensor.stepped(agent, events, outcomes)
+
+    def expired(self, agent: str, outcomes: list[Outcome]) -> None:
+        for sensor in self.sensors:
+            sensor.expired(agent, outcomes)
+
+    def sending(self, agent: str, records: list[Outgoing]) -> None:
+        for sensor in self.sensors:
+            sensor.sending(agent, records)
 
 
 class Tally(Sensors):
