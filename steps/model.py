@@ -39,6 +39,7 @@ class ModelServer(Step):
     """
 
     batching: ClassVar[bool] = True
+    max_batch_rows: int | None = None  # the most rows one predict call gets (None: what a batch holds)
     load_mode: Literal["sync", "async"] = "sync"
     ready_timeout_s: float = 60.0
 
@@ -168,7 +169,8 @@ class ModelServer(Step):
             else:
                 self._predict([(index, event, item[0], item[1])], done)
         for group in _groups(pending):
-            self._predict(group, done)
+            for chunk in _chunks(group, self.max_batch_rows):
+                self._predict(chunk, done)
         return [outcome for outcomes in done for outcome in outcomes]
 
     def _request(self, event: Event) -> Outcome | tuple[Any, Any]:
@@ -292,6 +294,23 @@ def _groups(pending: list[tuple[int, Event, Any, Any]]) -> list[list[tuple[int, 
         else:
             groups.append((rest, [item]))
     return [members for _, members in groups]
+
+
+def _chunks(group: list[tuple[int, Event, Any, Any]], limit: int | None) -> list[list[tuple[int, Event, Any, Any]]]:
+    """``group`` cut into runs of events holding at most ``limit`` rows together (an event with
+    more rows than that is a run of its own)."""
+    if limit is None:
+        return [group]
+    chunks: list[list[tuple[int, Event, Any, Any]]] = [[]]
+    held = 0
+    for item in group:
+        size = len(rows(item[3]))
+        if chunks[-1] and held + size > limit:
+            chunks.append([])
+            held = 0
+        chunks[-1].append(item)
+        held += size
+    return chunks
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
