@@ -15,6 +15,7 @@ from pipeline.errors import (
     DeploymentError,
     GraphError,
     ProtocolError,
+    RequestFailed,
     RoutingError,
     StepError,
     StreamServeError,
@@ -22,6 +23,7 @@ from pipeline.errors import (
 from pipeline.events import ErrorRecord, Event
 
 if TYPE_CHECKING:
+    from pipeline.deploy import Deployment
     from pipeline.graph import Graph, RouterNode, StepNode
     from pipeline.mock import MockServer
     from pipeline.plan import Agent, Plan, build_plan
@@ -31,6 +33,7 @@ _LAZY = {
     "RouterNode": "pipeline.graph",
     "StepNode": "pipeline.graph",
     "MockServer": "pipeline.mock",
+    "Deployment": "pipeline.deploy",
     "Agent": "pipeline.plan",
     "Plan": "pipeline.plan",
     "build_plan": "pipeline.plan",
@@ -40,6 +43,7 @@ __all__ = [
     "Agent",
     "BrokerError",
     "CodecError",
+    "Deployment",
     "DeploymentError",
     "ErrorRecord",
     "Event",
@@ -48,6 +52,7 @@ __all__ = [
     "MockServer",
     "Plan",
     "ProtocolError",
+    "RequestFailed",
     "RouterNode",
     "RoutingError",
     "StepError",

@@ -7,7 +7,7 @@ through ``pipeline/kafka/pom.xml`` and are cached under the user's cache dir.
 
 A broker process dies with the Python process that started it (SIGKILL included, on Linux),
 and holds the lock of its data dir until it exits: one broker per data dir. Temp dirs live
-under :func:`pipeline.lifecycle.temp_root`; those a SIGKILLed parent left are removed by the
+under :func:`pipeline.dirlock.temp_root`; those a SIGKILLed parent left are removed by the
 next broker start. See :mod:`pipeline.lifecycle`.
 """
 
@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
 
 from pipeline.broker_security import SaslSslListener
+from pipeline.dirlock import DirLock, own_dir
 from pipeline.errors import BrokerError
 from pipeline.kafka_dist import KAFKA_VERSION, MIN_JAVA, find_java, kafka_classpath
-from pipeline.lifecycle import DirLock, own_dir, run_tied, signals_deferred, spawn
+from pipeline.lifecycle import run_tied, signals_deferred, spawn
 
 __all__ = [
     "KAFKA_VERSION",

@@ -99,8 +99,9 @@ def cmd_topics(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.loading import load_graph
     from pipeline.plan import build_plan
-    from pipeline.runner import run_agents, run_workers, select_agents
+    from pipeline.runner import run_agents, select_agents
     from pipeline.runtime.settings import AgentSettings, default_instance
+    from pipeline.supervisor import run_in_foreground
     from pipeline.topics import ensure_topics
 
     plan = build_plan(load_graph(args.graph))
@@ -116,16 +117,20 @@ def cmd_run(args: argparse.Namespace) -> int:
                     f"the embedded broker is plaintext, but the Kafka client config says {config.describe()}: "
                     "pass --bootstrap for the cluster it describes"
                 )
-            bootstrap = stack.enter_context(EmbeddedKafka(port=args.port)).bootstrap
-            logger.info("started the embedded Apache Kafka broker at %s", bootstrap)
-            ensure_topics(bootstrap, plan, args.config)
+            from pipeline.lifecycle import stop_signals
+
+            with stop_signals():  # a stop while the broker starts leaves no JVM and no temp dir
+                bootstrap = stack.enter_context(EmbeddedKafka(port=args.port)).bootstrap
+                logger.info("started the embedded Apache Kafka broker at %s", bootstrap)
+                ensure_topics(bootstrap, plan, args.config)
             print(f"embedded Kafka at {bootstrap}; produce requests to {plan.source}", flush=True)
         elif args.port is not None:
             raise StreamServeError("--port sets the embedded broker's port: leave it out with --bootstrap")
         if args.workers > 1:
             if metrics_port is not None:
                 os.environ[WORKER_METRICS_BASE_ENV] = str(metrics_port)
-            return run_workers(args.graph, bootstrap, args.step, args.workers)
+            options = ["--max-batch-size", str(args.max_batch_size), "--max-batch-time-ms", str(args.max_batch_time_ms)]
+            return run_in_foreground(args.graph, bootstrap, args.step, args.workers, options)
         settings = AgentSettings(
             instance=args.instance or default_instance(),
             max_batch_size=args.max_batch_size,

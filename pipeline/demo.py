@@ -18,11 +18,11 @@ from typing import Any
 
 from pipeline.broker import EmbeddedKafka
 from pipeline.client import Request, consume, produce
-from pipeline.deployment import Workers
 from pipeline.errors import DeploymentError
 from pipeline.kafka_config import KafkaConfigLike
 from pipeline.loading import load_graph
 from pipeline.plan import build_plan
+from pipeline.supervisor import Supervisor
 from pipeline.topics import ensure_topics
 
 MODELS = ("lr", "rf", "vote")
@@ -167,7 +167,7 @@ def run_demo(bootstrap: str | None = None, *, count: int = 1000, rate: float | N
             bootstrap = stack.enter_context(EmbeddedKafka()).bootstrap
         ensure_topics(bootstrap, plan, example_root() / "topics.yaml")
         logs = stack.enter_context(tempfile.TemporaryDirectory(prefix="streamserve-demo-"))
-        workers = stack.enter_context(Workers(reference, plan, bootstrap, log_dir=logs))
+        workers = stack.enter_context(Supervisor(reference, bootstrap, plan=plan, log_dir=logs))
         workers.start_all()
         print(
             f"broker {bootstrap}; {len(workers.processes)} step workers: {', '.join(a.name for a in plan.agents)}",

@@ -41,3 +41,11 @@ class TransportError(StreamServeError):
 
 class RecordTooLarge(TransportError):
     """A record is over the producer's or the topic's size limit."""
+
+
+class RequestFailed(StreamServeError):
+    """A request to a deployed graph was dead-lettered; ``error_type`` and ``step`` say where and why."""
+
+    def __init__(self, message: str, *, request_id: str = "", error_type: str = "", step: str = "") -> None:
+        super().__init__(message)
+        self.request_id, self.error_type, self.step = request_id, error_type, step

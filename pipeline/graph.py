@@ -19,6 +19,7 @@ from steps.join import Join, merge_bodies
 from steps.router import ModelRouter
 
 if TYPE_CHECKING:
+    from pipeline.deploy import Deployment
     from pipeline.mock import MockServer
 
 Guarantee = Literal["at_least_once", "exactly_once"]
@@ -313,6 +314,16 @@ class Graph:
                     raise GraphError(f"ensemble {key!r}: member {member!r} is itself an ensemble")
 
     # -- running --------------------------------------------------------------
+    def deploy(self, bootstrap: str | None = None, **options: Any) -> Deployment:
+        """Run the graph's agents as worker processes on this machine against Kafka at
+        ``bootstrap`` (the embedded broker when None, topics created) and return when every agent
+        consumes. Options: ``workers`` (step -> process count), ``kafka_config`` (a mapping of
+        Kafka client keys, or a properties file), ``topics`` (a topics.yaml). Call
+        :meth:`pipeline.deploy.Deployment.invoke` on the result; stop it (or use ``with``)."""
+        from pipeline.deploy import Deployment
+
+        return Deployment(self, bootstrap, **options)
+
     def to_mock_server(self, *, strict: bool = False) -> MockServer:
         """The whole graph in-process, through the deployment's delivery loop over memory (no
         broker); ``strict`` encodes every hop as Kafka would."""

@@ -112,6 +112,23 @@ class KafkaConfig:
         """Whether clients authenticate with SASL."""
         return self.security_protocol.startswith("SASL")
 
+    def to_properties(self) -> dict[str, str]:
+        """The config as Kafka client properties (for a file that worker processes read)."""
+        if self.oauth_token_provider is not None:
+            raise DeploymentError(f"{self.source}: an OAUTHBEARER token provider object cannot be written to a file")
+        fields = {
+            "security.protocol": self.security_protocol,
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+            "ssl.key.password": self.ssl_key_password,
+            "ssl.endpoint.identification.algorithm": None if self.ssl_check_hostname else "none",
+        }
+        return {key: str(value) for key, value in fields.items() if value is not None}
+
     def describe(self) -> str:
         """A one-line summary for logs: protocol, mechanism, user and files; never a secret."""
         parts = [self.security_protocol]

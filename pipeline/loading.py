@@ -11,11 +11,16 @@ from pipeline.graph import Graph
 
 
 def load_graph(reference: str) -> Graph:
-    """The :class:`Graph` named by ``path/to/file.py:name`` or ``package.module:name``.
+    """The :class:`Graph` named by ``path/to/file.py:name``, ``package.module:name``, or a
+    graph's YAML file (``graph.yaml``, as :meth:`Graph.to_yaml` writes it).
 
     A file inside packages (folders with ``__init__.py``) is imported under its
     dotted name, so the classes it defines keep stable import paths.
     """
+    if reference.endswith((".yaml", ".yml")):
+        if not Path(reference).is_file():
+            raise GraphError(f"graph file {reference!r} does not exist")
+        return Graph.from_yaml(Path(reference))
     target, _, attribute = reference.rpartition(":")
     if not target:
         target, attribute = reference, "graph"

@@ -6,10 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from pipeline.errors import DeploymentError, TransportError
 from pipeline.kafka_access import probe, wait_for_coordinator
@@ -46,7 +43,7 @@ async def run_agents(
     kafka_config: KafkaConfigLike = None,
     metrics_port: int | None = None,
 ) -> None:
-    """Run the named agents (default: all) in this process until SIGTERM/SIGINT or ``stopping``.
+    """Run the named agents (default: all) in this process until SIGTERM, SIGINT, SIGHUP or ``stopping``.
 
     One agent's failure never stops the others: it is started again after a backoff. Clients
     connect as ``kafka_config`` says (see :func:`pipeline.kafka_config.resolve`); credentials
@@ -57,7 +54,7 @@ async def run_agents(
     settings = settings or AgentSettings()
     config = resolve(kafka_config)
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         try:
             loop.add_signal_handler(signum, stopping.set)
         except (NotImplementedError, RuntimeError):  # not the main thread
@@ -152,57 +149,3 @@ async def _run_until_stopped(loop: AgentLoop, stopping: asyncio.Event) -> None:
         await task
     finally:
         stopped.cancel()
-
-
-def run_workers(reference: str, bootstrap: str, names: Sequence[str] | None, workers: int) -> int:
-    """Run ``workers`` processes of the named agents until SIGTERM/SIGINT, which they get too.
-
-    A worker that exits on its own with an error (an unrecoverable Kafka error: its
-    uncommitted batch is redelivered) is started again after a backoff of 1 s doubling
-    to 30 s; the backoff resets once a worker has run for a minute.
-    """
-    command = [sys.executable, "-m", "pipeline.cli", "run", reference, "--bootstrap", bootstrap]
-    for name in names or ():
-        command += ["--step", name]
-    stopping = False
-
-    def spawn(instance: int) -> subprocess.Popen:
-        return subprocess.Popen([*command, "--instance", str(instance)])
-
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signum)
-
-    children = {instance: spawn(instance) for instance in range(workers)}
-    started = dict.fromkeys(children, time.monotonic())
-    backoff = dict.fromkeys(children, 1.0)
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    while not stopping:
-        time.sleep(0.5)
-        for instance, child in list(children.items()):
-            code = child.poll()
-            if code is None or stopping:
-                continue
-            if code == 0:
-                return _wait_all(children, forward)
-            if time.monotonic() - started[instance] > 60:
-                backoff[instance] = 1.0
-            logger.error("worker %d exited with %d; restarting it in %.0f s", instance, code, backoff[instance])
-            restart_at = time.monotonic() + backoff[instance]
-            while not stopping and time.monotonic() < restart_at:  # a stop ends the backoff: no late restart
-                time.sleep(0.1)
-            if stopping:
-                del children[instance]  # stopped while it was down: nothing left to wait for
-                break
-            backoff[instance] = min(backoff[instance] * 2, MAX_BACKOFF_S)
-            children[instance], started[instance] = spawn(instance), time.monotonic()
-    return max((child.wait() for child in children.values()), default=0)
-
-
-def _wait_all(children: dict[int, subprocess.Popen], forward: Callable[[int, object], None]) -> int:
-    forward(signal.SIGTERM, None)
-    return max(child.wait() for child in children.values())

@@ -28,10 +28,10 @@ from test_kafka_deploy import ASSIGNED, deploy
 from pipeline.broker import EmbeddedKafka
 from pipeline.client import Received, Request, consume, produce
 from pipeline.demo import drive
-from pipeline.deployment import Workers
 from pipeline.loading import load_graph
 from pipeline.plan import Plan, build_plan
 from pipeline.runtime.settings import AgentSettings
+from pipeline.supervisor import Supervisor
 from pipeline.topics import ensure_topics
 
 pytestmark = pytest.mark.kafka
@@ -54,7 +54,7 @@ def _fresh_graph_names() -> Iterator[None]:
         yield
 
 
-def start(bootstrap: str, factory: str, logs: Path, extra: dict[str, int] | None = None) -> Workers:
+def start(bootstrap: str, factory: str, logs: Path, extra: dict[str, int] | None = None) -> Supervisor:
     """Deploy ``tests/helpers.py:<factory>`` as worker processes and wait until it answers."""
     workers = deploy(bootstrap, f"{HELPERS}:{factory}", logs, extra)
     try:
@@ -412,7 +412,7 @@ def test_run_with_workers_restarts_a_crashed_worker(kafka, tmp_path):
         supervisor.send_signal(signal.SIGTERM)
         code = supervisor.wait(30)
     assert code == 0, (tmp_path / "supervisor.log").read_text()[-2000:]
-    assert "worker 0 exited with -9; restarting it" in (tmp_path / "supervisor.log").read_text()
+    assert "worker 0 of every agent exited with -9; starting it again" in (tmp_path / "supervisor.log").read_text()
 
 
 def test_a_stop_during_a_restart_backoff_starts_no_worker(kafka, tmp_path):
@@ -426,7 +426,7 @@ def test_a_stop_during_a_restart_backoff_starts_no_worker(kafka, tmp_path):
         log = tmp_path / "supervisor.log"
         asyncio.run(until(lambda: log.read_text().count("consuming") == 4, 30, "two workers of two agents"))
         os.kill(_children(supervisor.pid)[0], signal.SIGKILL)
-        asyncio.run(until(lambda: "restarting it" in log.read_text(), 30, "the supervisor saw the kill"))
+        asyncio.run(until(lambda: "starting it again" in log.read_text(), 30, "the supervisor saw the kill"))
         supervisor.send_signal(signal.SIGTERM)  # inside the 1 s backoff
         code = supervisor.wait(10)
     finally:

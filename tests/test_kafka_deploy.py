@@ -13,9 +13,9 @@ from helpers import slow_ensemble_graph
 
 from pipeline.client import Request
 from pipeline.demo import drive, example_reference, example_root, make_requests
-from pipeline.deployment import Workers
 from pipeline.loading import load_graph
 from pipeline.plan import build_plan
+from pipeline.supervisor import Supervisor
 from pipeline.topics import ensure_topics
 
 pytestmark = pytest.mark.kafka
@@ -24,10 +24,10 @@ ASSIGNED = re.compile(r"agent (\S+) assigned \[(.*)\]")
 
 def deploy(
     kafka: str, reference: str, logs: Path, extra: dict[str, int] | None = None, config: Path | None = None
-) -> Workers:
+) -> Supervisor:
     plan = build_plan(load_graph(reference))
     ensure_topics(kafka, plan, config)
-    workers = Workers(reference, plan, kafka, log_dir=logs).start_all()
+    workers = Supervisor(reference, kafka, plan=plan, log_dir=logs).start_all()
     for name, count in (extra or {}).items():
         for instance in range(1, count):
             workers.start(name, instance)

@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from strategies import hostile_headers, hostile_keys, hostile_values
 
 from pipeline.client import Received, consume
-from pipeline.deployment import Workers
 from pipeline.loading import load_graph
 from pipeline.plan import build_plan
 from pipeline.runtime.deadletter import ERROR_HEADERS
+from pipeline.supervisor import Supervisor
 from pipeline.topics import ensure_topics
 
 pytestmark = pytest.mark.kafka
@@ -59,7 +59,7 @@ class Live:
 
     kafka: str
     plan: Any
-    workers: Workers
+    workers: Supervisor
     produced: dict[int, tuple[bytes | None, bytes | None, list]] = field(default_factory=dict)
     good: set[str] = field(default_factory=set)
 
@@ -120,7 +120,7 @@ def live(kafka, tmp_path_factory):
         reference = f"{HELPERS}:fault_graph"
         plan = build_plan(load_graph(reference))
         ensure_topics(kafka, plan)
-        with Workers(reference, plan, kafka, log_dir=tmp_path_factory.mktemp("hostile")).start_all() as workers:
+        with Supervisor(reference, kafka, plan=plan, log_dir=tmp_path_factory.mktemp("hostile")).start_all() as workers:
             yield Live(kafka, plan, workers)
 
 

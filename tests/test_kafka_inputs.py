@@ -12,9 +12,9 @@ import pytest
 
 from pipeline.client import Request, consume, produce
 from pipeline.demo import drive
-from pipeline.deployment import Workers
 from pipeline.loading import load_graph
 from pipeline.plan import build_plan
+from pipeline.supervisor import Supervisor
 from pipeline.topics import ensure_topics
 
 pytestmark = pytest.mark.kafka
@@ -25,13 +25,13 @@ GRAPHS = Path(__file__).parent / "graphs.py"
 def deployment(kafka, tmp_path, monkeypatch):
     """Deploy a graph from tests/graphs.py under a fresh name; stop its workers after the test."""
     monkeypatch.setenv("STREAMSERVE_TEST_RUN", str(time.time_ns()))
-    started: list[Workers] = []
+    started: list[Supervisor] = []
 
     def deploy(factory: str, extra: dict[str, int] | None = None):
         reference = f"{GRAPHS}:{factory}"
         plan = build_plan(load_graph(reference))
         ensure_topics(kafka, plan)
-        workers = Workers(reference, plan, kafka, log_dir=tmp_path).start_all()
+        workers = Supervisor(reference, kafka, plan=plan, log_dir=tmp_path).start_all()
         for name, count in (extra or {}).items():
             for instance in range(1, count):
                 workers.start(name, instance)

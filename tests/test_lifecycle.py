@@ -17,19 +17,9 @@ from pathlib import Path
 import pytest
 
 from pipeline import cli
+from pipeline.dirlock import LOCK_FILE, DirLock, locked_temp_dir, own_dir, remove_abandoned_dirs
 from pipeline.errors import BrokerError
-from pipeline.lifecycle import (
-    LOCK_FILE,
-    STOP_SIGNALS,
-    DirLock,
-    StopRequested,
-    locked_temp_dir,
-    own_dir,
-    remove_abandoned_dirs,
-    signals_deferred,
-    spawn,
-    stop_signals,
-)
+from pipeline.lifecycle import STOP_SIGNALS, StopRequested, signals_deferred, spawn, stop_signals
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGNALS = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL]

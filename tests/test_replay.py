@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.client import Received, Request, consume, produce
-from pipeline.deployment import Workers
 from pipeline.loading import load_graph
 from pipeline.plan import build_plan
+from pipeline.supervisor import Supervisor
 from pipeline.topics import ensure_topics
 
 pytestmark = pytest.mark.kafka
@@ -51,7 +51,7 @@ def test_dead_letters_replay_as_they_entered_and_are_answered_once_fixed(kafka, 
     ensure_topics(kafka, plan)
     failing = [Request({"inputs": [[n, 1]]}, key=f"k{n}".encode(), headers={"trace": b"t%d" % n}) for n in range(10)]
     unknown = [Request({"inputs": [[1, 1]]}, headers={"model": b"nope"}) for _ in range(2)]
-    with Workers(reference, plan, kafka, log_dir=tmp_path).start_all():
+    with Supervisor(reference, kafka, plan=plan, log_dir=tmp_path).start_all():
         asyncio.run(produce(kafka, plan.source, failing + unknown))
         letters = dict((r.event_id, r) for _, r in read(kafka, [plan.dlq], 12))
         assert {letters[r.id].headers["step"] for r in failing} == {b"flaky"}

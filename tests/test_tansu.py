@@ -11,12 +11,12 @@ import pytest
 
 from pipeline.broker import TansuBroker
 from pipeline.demo import drive, example_reference, make_requests
-from pipeline.deployment import Workers
 from pipeline.errors import DeploymentError
 from pipeline.loading import load_graph
 from pipeline.plan import build_plan
 from pipeline.runner import agent_loop
 from pipeline.runtime.settings import AgentSettings
+from pipeline.supervisor import Supervisor
 from pipeline.topics import ensure_topics
 
 pytestmark = [
@@ -37,7 +37,7 @@ def test_the_demo_graph_answers_on_tansu(tansu, tmp_path):
     reference = example_reference()
     plan = build_plan(load_graph(reference))
     ensure_topics(tansu, plan)
-    with Workers(reference, plan, tansu, log_dir=tmp_path).start_all():
+    with Supervisor(reference, tansu, plan=plan, log_dir=tmp_path).start_all():
         summary, _, _ = asyncio.run(drive(tansu, reference, make_requests(60, bad_every=20), timeout_s=120))
     assert (summary.answered, summary.dead_letters, summary.missing, summary.mismatches) == (57, 3, 0, 0)
 
