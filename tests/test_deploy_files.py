@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -313,3 +315,64 @@ def test_broker_refusals_are_deployment_errors(kafka: EmbeddedKafka) -> None:
 def test_unreachable_cluster_is_a_deployment_error() -> None:
     with pytest.raises(DeploymentError, match=re.escape("no Kafka broker answers at 127.0.0.1:1")):
         asyncio.run(create_topics("127.0.0.1:1", [TopicConfig("t", 1, 1)], timeout_s=5))
+
+
+def test_a_secured_cluster_config_reaches_every_worker_the_topics_job_and_keda(tmp_path: Path) -> None:
+    secret = "kafka-client"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "k8s",
+            GRAPH,
+            "--topics",
+            "topics.yaml",
+            "-o",
+            str(tmp_path / "k8s"),
+            "--kafka-config-secret",
+            secret,
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    docs = [
+        doc for path in sorted((tmp_path / "k8s").glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc
+    ]
+    pods = [doc["spec"]["template"]["spec"] for doc in docs if doc["kind"] in ("Deployment", "Job")]
+    assert pods and all({"name": "kafka-config", "secret": {"secretName": secret}} in pod["volumes"] for pod in pods)
+    for pod in pods:
+        env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+        assert env["STREAMSERVE_KAFKA_CONFIG"] == "/etc/streamserve/kafka/client.properties"
+    auth = [doc for doc in docs if doc["kind"] == "TriggerAuthentication"]
+    assert len(auth) == 1 and auth[0]["metadata"]["name"] == f"{secret}-keda"
+    triggers = [t for doc in docs if doc["kind"] == "ScaledObject" for t in doc["spec"]["triggers"]]
+    assert triggers and all(t["authenticationRef"] == {"name": f"{secret}-keda"} for t in triggers)
+    compose = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "compose",
+            GRAPH,
+            "--topics",
+            "topics.yaml",
+            "-o",
+            "-",
+            "--kafka-config",
+            "/secrets/client.properties",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    services = yaml.safe_load(compose)["services"]
+    workers = [s for name, s in services.items() if name != "kafka"]
+    assert workers and all(
+        s["environment"]["STREAMSERVE_KAFKA_CONFIG"] == "/etc/streamserve/kafka/client.properties" for s in workers
+    )
+    assert all(
+        "/secrets/client.properties:/etc/streamserve/kafka/client.properties:ro" in s["volumes"] for s in workers
+    )

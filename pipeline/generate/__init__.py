@@ -28,6 +28,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="no build sections: the image is pulled, not built from ./Dockerfile",
     )
     compose.add_argument(
+        "--kafka-config",
+        help="a Kafka client properties file on the host, mounted into every service (a secured cluster)",
+    )
+    compose.add_argument(
         "--metrics-port",
         type=int,
         help="workers serve /healthz on this port: pass it to them and health-check it (default: no check)",
@@ -52,6 +56,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     k8s.add_argument("--cpu", default=k.cpu_request, help="CPU request per worker (default: %(default)s)")
     k8s.add_argument("--memory", default=k.memory_request, help="memory request per worker (default: %(default)s)")
     k8s.add_argument("--memory-limit", default=k.memory_limit, help="memory limit per worker (default: %(default)s)")
+    k8s.add_argument(
+        "--kafka-config-secret",
+        help="a Secret holding client.properties for a secured cluster (mounted at /etc/streamserve/kafka) "
+        "and the keys sasl, username, password, tls, ca for KEDA",
+    )
     k8s.add_argument(
         "--metrics-port",
         type=int,

@@ -18,7 +18,9 @@ __all__ = ["compose_command", "k8s_command", "write_compose", "write_k8s"]
 
 def compose_options(args: argparse.Namespace) -> ComposeOptions:
     """The compose settings the arguments ask for."""
-    return ComposeOptions(image=args.image, build=args.build, metrics_port=args.metrics_port)
+    return ComposeOptions(
+        image=args.image, build=args.build, metrics_port=args.metrics_port, kafka_config=args.kafka_config
+    )
 
 
 def k8s_options(args: argparse.Namespace) -> K8sOptions:
@@ -35,6 +37,7 @@ def k8s_options(args: argparse.Namespace) -> K8sOptions:
         memory_request=args.memory,
         memory_limit=args.memory_limit,
         metrics_port=args.metrics_port,
+        kafka_config_secret=args.kafka_config_secret,
     )
 
 
@@ -48,6 +51,8 @@ def compose_command(graph: str, topics: str | None, options: ComposeOptions) -> 
         words.append("--no-build")
     if options.metrics_port is not None:
         words += ["--metrics-port", str(options.metrics_port)]
+    if options.kafka_config is not None:
+        words += ["--kafka-config", options.kafka_config]
     return shlex.join(words)
 
 
@@ -64,6 +69,7 @@ def k8s_command(graph: str, topics: str | None, options: K8sOptions) -> str:
         "--memory": "memory_request",
         "--memory-limit": "memory_limit",
         "--metrics-port": "metrics_port",
+        "--kafka-config-secret": "kafka_config_secret",
     }
     for flag, field in flags.items():
         if getattr(options, field) != getattr(defaults, field):

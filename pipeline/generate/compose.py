@@ -114,13 +114,14 @@ def _topics(spec: DeploySpec, options: ComposeOptions) -> dict[str, Any]:
     create += ["--bootstrap", INTERNAL_BOOTSTRAP]
     # Retried until Kafka answers: engines that ignore `service_healthy` (podman < 4.6) start it early.
     retry = f"until {shlex.join(create)}; do echo waiting for Kafka; sleep 2; done"
-    return {
+    service = {
         **_image(options),
         "entrypoint": Flow(["timeout", str(options.topics_wait_s), "sh", "-c"]),
         "command": Flow([retry]),
         "depends_on": {"kafka": {"condition": "service_healthy"}},
         "restart": "no",
     }
+    return _with_kafka_config(service, options)
 
 
 def _step(spec: DeploySpec, step: StepSpec, options: ComposeOptions) -> dict[str, Any]:
@@ -136,7 +137,19 @@ def _step(spec: DeploySpec, step: StepSpec, options: ComposeOptions) -> dict[str
         url = f"http://localhost:{options.metrics_port}/healthz"
         probe = f"import urllib.request; urllib.request.urlopen({url!r}, timeout=5)"
         service["healthcheck"] = {"test": Flow(["CMD", "python", "-c", probe]), "interval": "10s", "retries": 3}
+    _with_kafka_config(service, options)
     service["restart"] = "unless-stopped"
     # SIGTERM: drain in-flight work and commit before leaving the group.
     service["stop_grace_period"] = f"{options.stop_grace_s}s"
+    return service
+
+
+KAFKA_CONFIG_PATH = "/etc/streamserve/kafka/client.properties"
+
+
+def _with_kafka_config(service: dict[str, Any], options: ComposeOptions) -> dict[str, Any]:
+    """``service`` reading the Kafka client config file mounted from the host, if there is one."""
+    if options.kafka_config is not None:
+        service.setdefault("environment", {})["STREAMSERVE_KAFKA_CONFIG"] = KAFKA_CONFIG_PATH
+        service.setdefault("volumes", []).append(f"{options.kafka_config}:{KAFKA_CONFIG_PATH}:ro")
     return service

@@ -31,6 +31,8 @@ def manifests(spec: DeploySpec, options: K8sOptions | None = None) -> dict[str, 
             clash = f"{step.agent!r} and another step would both be {name}"
             raise DeploymentError(f"graph {spec.graph!r}: {clash} (Kubernetes names are lowercase); rename one")
         files[name] = [_deployment(spec, step, options), _scaled_object(spec, step, options)]
+    if options.kafka_config_secret is not None:
+        files[f"{spec.k8s_name(suffix='keda-auth')}.yaml"] = [trigger_authentication(spec, options)]
     files["kustomization.yaml"] = [
         {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": list(files)}
     ]
@@ -68,6 +70,7 @@ def _topics(spec: DeploySpec, options: K8sOptions) -> list[dict[str, Any]]:
     args += ["--bootstrap", "$(KAFKA_BOOTSTRAP_SERVERS)"]
     container: dict[str, Any] = {"name": "topics", "image": options.image, "args": Flow(args), "env": _env(options)}
     pod: dict[str, Any] = {"restartPolicy": "OnFailure", "containers": [container]}
+    _with_kafka_config(pod, container, options)
     objects: list[dict[str, Any]] = []
     if spec.topics_text is not None:
         objects.append(
@@ -78,8 +81,8 @@ def _topics(spec: DeploySpec, options: K8sOptions) -> list[dict[str, Any]]:
                 "data": {"topics.yaml": spec.topics_text},
             }
         )
-        container["volumeMounts"] = [{"name": "topics", "mountPath": _TOPICS_DIR, "readOnly": True}]
-        pod["volumes"] = [{"name": "topics", "configMap": {"name": name}}]
+        container.setdefault("volumeMounts", []).append({"name": "topics", "mountPath": _TOPICS_DIR, "readOnly": True})
+        pod.setdefault("volumes", []).append({"name": "topics", "configMap": {"name": name}})
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -118,6 +121,20 @@ def _deployment(spec: DeploySpec, step: StepSpec, options: K8sOptions) -> dict[s
         },
         "volumeMounts": [{"name": "models", "mountPath": "/models"}],
     }
+    pod: dict[str, Any] = {
+        # SIGTERM: drain in-flight work and commit before leaving the group.
+        "terminationGracePeriodSeconds": options.stop_grace_s,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
+        "containers": [container],
+        # Each pod trains or loads its own models; mount a volume or bake them into the image instead.
+        "volumes": [{"name": "models", "emptyDir": {}}],
+    }
+    _with_kafka_config(pod, container, options)
+    scrape = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(options.metrics_port),
+        "prometheus.io/path": "/metrics",
+    }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -129,17 +146,7 @@ def _deployment(spec: DeploySpec, step: StepSpec, options: K8sOptions) -> dict[s
         # No replicas: the ScaledObject owns the count, and applying again does not reset it.
         "spec": {
             "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    # SIGTERM: drain in-flight work and commit before leaving the group.
-                    "terminationGracePeriodSeconds": options.stop_grace_s,
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
-                    "containers": [container],
-                    # Each pod trains or loads its own models; mount a volume or bake them into the image instead.
-                    "volumes": [{"name": "models", "emptyDir": {}}],
-                },
-            },
+            "template": {"metadata": {"labels": labels, "annotations": scrape}, "spec": pod},
         },
     }
 
@@ -165,7 +172,44 @@ def _scaled_object(spec: DeploySpec, step: StepSpec, options: K8sOptions) -> dic
                         "lagThreshold": str(options.lag_threshold),
                         "offsetResetPolicy": "earliest",
                     },
+                    **(
+                        {"authenticationRef": {"name": f"{options.kafka_config_secret}-keda"}}
+                        if options.kafka_config_secret
+                        else {}
+                    ),
                 }
             ],
         },
+    }
+
+
+KAFKA_CONFIG_DIR = "/etc/streamserve/kafka"
+
+
+def _with_kafka_config(pod: dict[str, Any], container: dict[str, Any], options: K8sOptions) -> None:
+    """Mount the Secret with the Kafka client config (``client.properties`` and the files it names,
+    e.g. ``ssl.ca.location=/etc/streamserve/kafka/ca.pem``) and point the worker at it."""
+    if options.kafka_config_secret is None:
+        return
+    container.setdefault("env", []).append(
+        {"name": "STREAMSERVE_KAFKA_CONFIG", "value": f"{KAFKA_CONFIG_DIR}/client.properties"}
+    )
+    container.setdefault("volumeMounts", []).append(
+        {"name": "kafka-config", "mountPath": KAFKA_CONFIG_DIR, "readOnly": True}
+    )
+    pod.setdefault("volumes", []).append(
+        {"name": "kafka-config", "secret": {"secretName": options.kafka_config_secret}}
+    )
+
+
+def trigger_authentication(spec: DeploySpec, options: K8sOptions) -> dict[str, Any]:
+    """KEDA's credentials for reading consumer-group lag from a secured cluster: the keys ``sasl``,
+    ``username``, ``password``, ``tls`` and ``ca`` of the same Secret."""
+    secret = options.kafka_config_secret
+    params = ("sasl", "username", "password", "tls", "ca")
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "TriggerAuthentication",
+        "metadata": {"name": f"{secret}-keda", "labels": _labels(spec, "keda")},
+        "spec": {"secretTargetRef": [{"parameter": p, "name": secret, "key": p} for p in params]},
     }
