@@ -168,7 +168,7 @@ class ModelServer(Step):
                 pending.append((index, event, item[0], item[1]))
             else:
                 self._predict([(index, event, item[0], item[1])], done)
-        for group in _groups(pending):
+        for group in _groups(pending) if len(pending) > 1 else [pending] if pending else []:
             for chunk in _chunks(group, self.max_batch_rows):
                 self._predict(chunk, done)
         return [outcome for outcomes in done for outcome in outcomes]
@@ -181,12 +181,12 @@ class ModelServer(Step):
             return Emit(event.derive({"name": self.model_name, "version": self._version() or "", "ready": self.ready}))
         if op == "metadata":
             return Emit(event.derive(self.metadata()))
-        custom = getattr(self, f"op_{op}", None)
-        if op not in OPERATIONS and callable(custom):
-            return Emit(event.derive(custom(event)))
         if op not in PREDICTING and op != "explain":
+            custom = getattr(self, f"op_{op}", None) if op not in OPERATIONS else None
+            if callable(custom):
+                return Emit(event.derive(custom(event)))
             raise StepError(f"illegal model operation {op!r} for model {self.name!r}")
-        if not self._ready.wait(self.ready_timeout_s):
+        if not self._ready.is_set() and not self._ready.wait(self.ready_timeout_s):
             raise StepError(f"model {self.name!r} is not ready after {self.ready_timeout_s:g} s")
         body = get_in(event.body, self.input_path) if self.input_path else event.body
         if op.endswith("_dict"):
