@@ -261,7 +261,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     bootstrap, config = _bootstrap(args), _kafka(args)
     if bootstrap is None and config.security_protocol != "PLAINTEXT":
         raise StreamServeError("the demo's embedded broker is plaintext: pass --bootstrap with --kafka-config")
-    summary = run_demo(bootstrap, count=args.requests, rate=args.rate)
+    from pipeline.lifecycle import stop_signals
+
+    with stop_signals():  # a stop at any point stops the workers and the broker, and removes their files
+        summary = run_demo(bootstrap, count=args.requests, rate=args.rate)
     ok = summary.missing == 0 and summary.mismatches == 0
     print("demo OK: every request was answered or dead-lettered" if ok else "demo FAILED: see above")
     return 0 if ok else 1

@@ -80,3 +80,38 @@ def test_a_stop_while_the_embedded_broker_starts_leaves_nothing(tmp_path, signum
     else:
         assert code == 128 + signum, out.read_text()
     assert not [d for d in (tmp_path / "tmp").rglob("*") if d.is_dir() and "kafka" in d.name]
+
+
+def demo(tmp: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    out = tmp / f"demo-{time.monotonic_ns()}.out"
+    (tmp / "tmp").mkdir(exist_ok=True)
+    env = {**os.environ, "TMPDIR": str(tmp / "tmp"), "PYTHONUNBUFFERED": "1"}
+    with open(out, "wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "demo", "--requests", "100000", "--rate", "200"],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+            preexec_fn=default_signals,
+        )
+    return process, out
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_the_demo_stops_its_broker_and_workers_on_every_signal(tmp_path, signum):
+    process, out = demo(tmp_path)
+    until(lambda: "sending 100000 requests" in out.read_text(), 180, lambda: f"the demo sends:\n{out.read_text()}")
+    workers, jvms = children(process.pid), java_processes(tmp_path / "tmp")
+    assert len(workers) >= 7 and jvms
+    process.send_signal(signum)
+    code = process.wait(90)
+    until(lambda: not any(map(alive, workers + jvms)), 30, "the workers and the JVM stopped with the demo")
+    assert "Traceback" not in out.read_text(), out.read_text()
+    if signum == signal.SIGKILL:
+        assert code == -signal.SIGKILL
+    else:
+        assert code == 128 + signum, out.read_text()
+        assert not [
+            d for d in (tmp_path / "tmp").rglob("*") if d.is_dir() and "streamserve-" in d.name and "kafka" in d.name
+        ]
