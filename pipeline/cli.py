@@ -104,7 +104,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.supervisor import run_in_foreground
     from pipeline.topics import ensure_topics
 
-    plan = build_plan(load_graph(args.graph))
+    graph = load_graph(args.graph)
+    plan = build_plan(graph, fuse=args.fuse)
     names = select_agents(plan, args.step)
     config, metrics_port = _kafka(args), _metrics_port(args)
     with contextlib.ExitStack() as stack:
@@ -122,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             with stop_signals():  # a stop while the broker starts leaves no JVM and no temp dir
                 bootstrap = stack.enter_context(EmbeddedKafka(port=args.port)).bootstrap
                 logger.info("started the embedded Apache Kafka broker at %s", bootstrap)
-                ensure_topics(bootstrap, plan, args.config)
+                ensure_topics(bootstrap, build_plan(graph), args.config)  # every topic, fused or not
             print(f"embedded Kafka at {bootstrap}; produce requests to {plan.source}", flush=True)
         elif args.port is not None:
             raise StreamServeError("--port sets the embedded broker's port: leave it out with --bootstrap")
@@ -130,6 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             if metrics_port is not None:
                 os.environ[WORKER_METRICS_BASE_ENV] = str(metrics_port)
             options = ["--max-batch-size", str(args.max_batch_size), "--max-batch-time-ms", str(args.max_batch_time_ms)]
+            options += ["--fuse"] if args.fuse else []
             return run_in_foreground(args.graph, bootstrap, args.step, args.workers, options)
         settings = AgentSettings(
             instance=args.instance or default_instance(),
@@ -360,6 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("graph", help=graph_help)
     run.add_argument("--step", action="append", help="run only this agent (repeatable)")
     run.add_argument("--workers", type=int, default=1, help="worker processes (one consumer group member each)")
+    run.add_argument(
+        "--fuse",
+        action="store_true",
+        help="run each cheap stateless step inside the agents that feed it (one Kafka hop fewer each); "
+        "every worker of a deployment must agree",
+    )
     run.add_argument(
         "--instance",
         help="this worker's identity among the step's replicas (default: $STREAMSERVE_INSTANCE, else host.pid)",

@@ -65,8 +65,9 @@ class Deployment:
         workers: Mapping[str, int] | None = None,
         kafka_config: KafkaConfigLike = None,
         topics: str | Path | None = None,
+        fuse: bool = False,
     ) -> None:
-        self.graph, self.plan = graph, build_plan(graph)
+        self.graph, self.plan, self.fuse = graph, build_plan(graph, fuse=fuse), fuse
         self.config = resolve(kafka_config)
         counts = {agent.name: 1 for agent in self.plan.agents}
         for name, count in (workers or {}).items():
@@ -80,13 +81,14 @@ class Deployment:
         self._ports: dict[tuple[str, int], int] = {}
         try:
             self.bootstrap = bootstrap or self._start_broker()
-            ensure_topics(self.bootstrap, self.plan, topics, kafka_config=self.config)
+            ensure_topics(self.bootstrap, build_plan(graph), topics, kafka_config=self.config)
             self._supervisor = Supervisor(
                 str(self._write_graph()),
                 self.bootstrap,
                 plan=self.plan,
                 log_dir=self._dir / "logs",
                 env=self._worker_env(),
+                options=["--fuse"] if fuse else [],
             )
             for name, count in counts.items():
                 self.scale(name, count, wait=False)

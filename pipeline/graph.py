@@ -318,18 +318,19 @@ class Graph:
         """Run the graph's agents as worker processes on this machine against Kafka at
         ``bootstrap`` (the embedded broker when None, topics created) and return when every agent
         consumes. Options: ``workers`` (step -> process count), ``kafka_config`` (a mapping of
-        Kafka client keys, or a properties file), ``topics`` (a topics.yaml). Call
+        Kafka client keys, or a properties file), ``topics`` (a topics.yaml), ``fuse`` (run each
+        cheap stateless step inside the agents that feed it). Call
         :meth:`pipeline.deploy.Deployment.invoke` on the result; stop it (or use ``with``)."""
         from pipeline.deploy import Deployment
 
         return Deployment(self, bootstrap, **options)
 
-    def to_mock_server(self, *, strict: bool = False) -> MockServer:
+    def to_mock_server(self, *, strict: bool = False, fuse: bool = False) -> MockServer:
         """The whole graph in-process, through the deployment's delivery loop over memory (no
-        broker); ``strict`` encodes every hop as Kafka would."""
+        broker); ``strict`` encodes every hop as Kafka would; ``fuse`` runs the fused plan."""
         from pipeline.mock import MockServer
 
-        return MockServer(self, strict=strict)
+        return MockServer(self, strict=strict, fuse=fuse)
 
     # -- as data ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

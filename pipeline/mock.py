@@ -40,13 +40,16 @@ class MockServer:
 
     By default events travel between steps as objects (no encoding: fast); ``strict=True``
     encodes every hop as Kafka would (JSON requests, msgpack envelopes, JSON answers) over
-    topics of 4 partitions, so what passes here passes deployed. Failed events come back as
-    error records, read from the dead-letter topic.
+    topics of 4 partitions, so what passes here passes deployed; ``fuse`` runs the plan a
+    ``--fuse`` deployment runs. Failed events come back as error records, read from the
+    dead-letter topic.
     """
 
-    def __init__(self, graph: Graph, *, strict: bool = False, sensors: Sensors | None = None) -> None:
+    def __init__(
+        self, graph: Graph, *, strict: bool = False, fuse: bool = False, sensors: Sensors | None = None
+    ) -> None:
         self.graph, self.strict = graph, strict
-        self.plan = build_plan(graph)
+        self.plan = build_plan(graph, fuse=fuse)
         self.broker = MemoryBroker(partitions=STRICT_PARTITIONS if strict else 1)
         settings = AgentSettings(commit_interval_ms=0 if strict else None, instance="mock")
         self._batch = settings.max_batch_size

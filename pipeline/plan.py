@@ -87,8 +87,9 @@ def agent_name(step_name: str) -> str:
     return step_name.replace(":", ".")
 
 
-def build_plan(graph: Graph) -> Plan:
-    """The agents that deploy ``graph`` (validated first).
+def build_plan(graph: Graph, *, fuse: bool = False) -> Plan:
+    """The agents that deploy ``graph`` (validated first); with ``fuse``, each cheap stateless
+    step runs inside the agents that feed it (:mod:`pipeline.fusion`).
 
     A step's outputs go to its successors, the output topic when it has none; a responder's
     (:meth:`pipeline.graph.StepNode.respond`) go to the output topic too, and then the last
@@ -119,7 +120,12 @@ def build_plan(graph: Graph) -> Plan:
     for name, node in graph.steps.items():
         add(name, name, node.step, topic[name] if node.after else graph.source, downstream(name))
     id_keyed = frozenset(agent.input for agent in agents if agent.step.keyed_by_id)
-    return Plan(graph, tuple(agents), id_keyed, graph.source, graph.sink, graph.dlq)
+    plan = Plan(graph, tuple(agents), id_keyed, graph.source, graph.sink, graph.dlq)
+    if fuse:
+        from pipeline.fusion import fused
+
+        return fused(plan)
+    return plan
 
 
 def _after_responders(graph: Graph) -> set[str]:

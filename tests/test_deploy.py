@@ -48,25 +48,28 @@ def test_deploy_invoke_scale_status_and_stop(kafka, monkeypatch):
     assert pids and all(_gone(pid) for pid in pids)
 
 
+def answers_as_mock(deployment, mock, sent) -> None:
+    """Each of ``sent`` (body, headers) answered over Kafka as ``mock`` answers it: the same answer,
+    the same failure (step and type), or no answer for a filtered request."""
+    for body, headers in sent:
+        expected = mock.test(body=body, headers=headers)
+        if expected is None:  # filtered: no answer comes
+            with pytest.raises(TimeoutError):
+                deployment.invoke(body=body, headers=headers, timeout=3)
+        elif "error_type" in expected:
+            with pytest.raises(RequestFailed) as failure:
+                deployment.invoke(body=body, headers=headers)
+            assert (failure.value.step, failure.value.error_type) == (expected["step"], expected["error_type"])
+        else:
+            answer = deployment.invoke(body=body, headers=headers)
+            assert {**answer, "timestamp": None} == {**expected, "timestamp": None}
+
+
 def test_deploy_answers_a_whole_graph_as_the_mock_server(kafka, monkeypatch):
     monkeypatch.setenv("STREAMSERVE_TEST_RUN", str(time.time_ns()))
     graph = parity_graph()
-    sent = [(headers.get("model"), body) for body, headers in parity_requests()]
-    mock = graph.to_mock_server(strict=True)
     with graph.deploy(kafka) as deployment:
-        for model, body in sent[:12]:
-            headers = {"model": model} if model else None
-            expected = mock.test(body=body, headers=headers)
-            if expected is None:  # filtered: no answer comes
-                with pytest.raises(TimeoutError):
-                    deployment.invoke(body=body, headers=headers, timeout=3)
-            elif "error_type" in expected:
-                with pytest.raises(RequestFailed) as failure:
-                    deployment.invoke(body=body, headers=headers)
-                assert (failure.value.step, failure.value.error_type) == (expected["step"], expected["error_type"])
-            else:
-                answer = deployment.invoke(body=body, headers=headers)
-                assert {**answer, "timestamp": None} == {**expected, "timestamp": None}
+        answers_as_mock(deployment, graph.to_mock_server(strict=True), parity_requests()[:12])
 
 
 def test_a_graph_from_a_notebook_is_refused_with_a_clear_error(kafka):
