@@ -9,32 +9,15 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
+from pipeline.cli_options import GRAPH_HELP, bootstrap_of, broker_option, kafka_config, port, require_bootstrap
+from pipeline.cli_topics import register_topic_commands
 from pipeline.errors import StreamServeError
-from pipeline.kafka_config import ENV as KAFKA_CONFIG_ENV
-from pipeline.kafka_config import KafkaConfig, load_kafka_config, resolve
 from pipeline.logs import configure as configure_logging
 
 logger = logging.getLogger("streamserve")
 METRICS_PORT_ENV = "STREAMSERVE_METRICS_PORT"
 WORKER_METRICS_BASE_ENV = "STREAMSERVE_WORKER_METRICS_BASE"  # set by `run --workers`: worker i serves on base + i
-
-
-def _kafka(args: argparse.Namespace) -> KafkaConfig:
-    """This command's Kafka client config: --kafka-config, else $STREAMSERVE_KAFKA_CONFIG, else
-    plaintext. A given file is exported to $STREAMSERVE_KAFKA_CONFIG, so the workers this
-    command starts connect the same way."""
-    path = getattr(args, "kafka_config", None)
-    if not path:
-        return resolve(None)
-    config = load_kafka_config(path)
-    os.environ[KAFKA_CONFIG_ENV] = str(Path(path).resolve())
-    return config
-
-
-def _bootstrap(args: argparse.Namespace) -> str | None:
-    return args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or _kafka(args).bootstrap_servers
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
@@ -89,8 +72,8 @@ def cmd_topics(args: argparse.Namespace) -> int:
     from pipeline.plan import build_plan
     from pipeline.topics import ensure_topics
 
-    bootstrap = _require_bootstrap(args)
-    result = ensure_topics(bootstrap, build_plan(load_graph(args.graph)), args.config, kafka_config=_kafka(args))
+    bootstrap = require_bootstrap(args)
+    result = ensure_topics(bootstrap, build_plan(load_graph(args.graph)), args.config, kafka_config=kafka_config(args))
     for name, state in result.items():
         print(f"{state:8} {name}")
     return 0
@@ -107,9 +90,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     graph = load_graph(args.graph)
     plan = build_plan(graph, fuse=args.fuse)
     names = select_agents(plan, args.step)
-    config, metrics_port = _kafka(args), _metrics_port(args)
+    config, metrics_port = kafka_config(args), _metrics_port(args)
     with contextlib.ExitStack() as stack:
-        bootstrap = _bootstrap(args)
+        bootstrap = bootstrap_of(args)
         if bootstrap is None:
             from pipeline.broker import EmbeddedKafka
 
@@ -155,112 +138,10 @@ def _metrics_port(args: argparse.Namespace) -> int | None:
     return int(port) if port else None
 
 
-def cmd_produce(args: argparse.Namespace) -> int:
-    from pipeline.client import Request, produce
-    from pipeline.lines import read_requests
-
-    topic = _topic(args, "source")
-    try:
-        source = open(args.file, encoding="utf-8") if args.file else sys.stdin
-    except OSError as exc:
-        raise StreamServeError(f"cannot read {args.file!r}: {exc.strerror}") from None
-    with source:
-        try:
-            requests = read_requests(
-                source,
-                model=args.model,
-                key=args.key,
-                key_field=args.key_field,
-                headers=dict(args.header or ()),
-                fmt=args.format,
-            )
-        except UnicodeDecodeError as exc:
-            raise StreamServeError(f"the input is not UTF-8 text: {exc}") from None
-    count = 0
-
-    def progress(request: Request, _: float) -> None:
-        nonlocal count
-        count += 1
-        if count % 1000 == 0:
-            print(f"\rproduced {count}", end="", file=sys.stderr, flush=True)
-
-    bootstrap, config = _require_bootstrap(args), _kafka(args)
-    sent = asyncio.run(produce(bootstrap, topic, requests, rate=args.rate, on_sent=progress, kafka_config=config))
-    print(f"\rproduced {sent} requests to {topic}", file=sys.stderr)
-    return 0
-
-
-def cmd_consume(args: argparse.Namespace) -> int:
-    from pipeline.client import read_topics
-    from pipeline.lines import record_json, record_text
-
-    topic = _topic(args, "dlq" if args.dlq else "sink")
-    show = record_text if args.format == "text" else record_json
-    bootstrap, config = _require_bootstrap(args), _kafka(args)
-    count = 0
-
-    async def tail() -> None:
-        nonlocal count
-        records = read_topics(
-            bootstrap,
-            [topic],
-            start="end" if args.from_end else "beginning",
-            follow=args.follow,
-            timeout_s=args.timeout,
-            kafka_config=config,
-        )
-        async with contextlib.aclosing(records):
-            async for record in records:
-                print(show(record), flush=True)
-                count += 1
-                if args.limit and count >= args.limit:
-                    return
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(tail())
-    print(f"read {count} records from {topic}", file=sys.stderr)
-    return 0
-
-
-def cmd_inspect(args: argparse.Namespace) -> int:
-    from pipeline.journey import as_json, render, trace_request
-    from pipeline.loading import load_graph
-    from pipeline.plan import build_plan
-
-    plan = build_plan(load_graph(args.graph))
-    journeys = asyncio.run(trace_request(_require_bootstrap(args), plan, args.id, kafka_config=_kafka(args)))
-    print(as_json(journeys) if args.format == "json" else render(journeys, args.id))
-    return 0 if journeys else 1
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    from pipeline.loading import load_graph
-    from pipeline.plan import build_plan
-    from pipeline.replay import replay
-
-    plan = build_plan(load_graph(args.graph))
-    summary = asyncio.run(
-        replay(
-            _require_bootstrap(args),
-            plan,
-            step=args.step,
-            error_type=args.error_type,
-            limit=args.limit,
-            group=args.group,
-            kafka_config=_kafka(args),
-        )
-    )
-    kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(summary.by_error.items())) or "none"
-    print(f"replayed {summary.replayed} of {summary.read} dead letters to {plan.source} ({kinds})")
-    if summary.unreadable:
-        print(f"{summary.unreadable} could not be replayed: the Kafka client could not read the original record")
-    return 0
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
-    bootstrap, config = _bootstrap(args), _kafka(args)
+    bootstrap, config = bootstrap_of(args), kafka_config(args)
     if bootstrap is None and config.security_protocol != "PLAINTEXT":
         raise StreamServeError("the demo's embedded broker is plaintext: pass --bootstrap with --kafka-config")
     from pipeline.lifecycle import stop_signals
@@ -272,69 +153,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _topic(args: argparse.Namespace, which: str) -> str:
-    if args.topic:
-        return args.topic
-    if not args.graph:
-        raise StreamServeError("give a graph (FILE:GRAPH) or --topic")
-    from pipeline.loading import load_graph
-
-    graph = load_graph(args.graph)
-    return {"source": graph.source, "sink": graph.sink, "dlq": graph.dlq}[which]
-
-
-def _require_bootstrap(args: argparse.Namespace) -> str:
-    bootstrap = _bootstrap(args)
-    if bootstrap is None:
-        raise StreamServeError(
-            "no broker: pass --bootstrap HOST:PORT, set KAFKA_BOOTSTRAP_SERVERS, or bootstrap.servers in --kafka-config"
-        )
-    return bootstrap
-
-
-def _header(text: str) -> tuple[str, str]:
-    from pipeline.lines import parse_header
-
-    try:
-        return parse_header(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number (0-65535), got {text!r}")
-    return int(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamserve", description="ML serving graphs over Kafka")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
-    graph_help = "FILE.py:NAME or module:NAME of the graph"
 
     def add(name: str, handler, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(handler=handler)
         return sub
 
-    def broker_option(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--bootstrap",
-            metavar="HOST:PORT",
-            help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS, else bootstrap.servers of the config)",
-        )
-        sub.add_argument(
-            "--kafka-config",
-            metavar="FILE",
-            help="Kafka client properties: security.protocol, sasl.*, ssl.* (default: $STREAMSERVE_KAFKA_CONFIG)",
-        )
-
     graph = add("graph", cmd_graph, "print a graph's agents, routes and topics, as text and Mermaid")
-    graph.add_argument("graph", help=graph_help)
+    graph.add_argument("graph", help=GRAPH_HELP)
 
     broker = add("broker", cmd_broker, "run the embedded broker in the foreground")
-    broker.add_argument("--port", type=_port, help="client port (default: a free one)")
+    broker.add_argument("--port", type=port, help="client port (default: a free one)")
     broker.add_argument("--data-dir", help="keep the broker's data here across restarts (default: a temp dir)")
     broker.add_argument(
         "--kind",
@@ -354,12 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     topics = add("topics", cmd_topics, "create a graph's topics (idempotent)")
     topics.add_argument("action", choices=["create"], help="create: the missing topics, checking partitions")
-    topics.add_argument("graph", help=graph_help)
+    topics.add_argument("graph", help=GRAPH_HELP)
     topics.add_argument("--config", help="topics.yaml with partitions, replication, retention")
     broker_option(topics)
 
     run = add("run", cmd_run, "run a graph's step agents (all, or --step ones)")
-    run.add_argument("graph", help=graph_help)
+    run.add_argument("graph", help=GRAPH_HELP)
     run.add_argument("--step", action="append", help="run only this agent (repeatable)")
     run.add_argument("--workers", type=int, default=1, help="worker processes (one consumer group member each)")
     run.add_argument(
@@ -373,10 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="this worker's identity among the step's replicas (default: $STREAMSERVE_INSTANCE, else host.pid)",
     )
     run.add_argument("--config", help="topics.yaml used when starting the embedded broker")
-    run.add_argument("--port", type=_port, help="the embedded broker's client port (default: a free one)")
+    run.add_argument("--port", type=port, help="the embedded broker's client port (default: a free one)")
     run.add_argument(
         "--metrics-port",
-        type=_port,
+        type=port,
         help="serve /metrics, /healthz and /readyz on this port (with --workers N: port + worker index; "
         "default: $STREAMSERVE_METRICS_PORT, else none)",
     )
@@ -386,57 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     broker_option(run)
 
-    produce = add("produce", cmd_produce, "send JSON-lines requests to a graph's input topic (all checked first)")
-    produce.add_argument("graph", nargs="?", help=graph_help + " (or --topic)")
-    produce.add_argument("--topic", help="the topic to send to (default: the graph's input topic)")
-    produce.add_argument("--file", help="JSON lines, one V2 request each (default: stdin)")
-    produce.add_argument("--model", help="set the 'model' header on every request")
-    keys = produce.add_mutually_exclusive_group()
-    keys.add_argument("--key", help="the Kafka key of every request (ordering per key)")
-    keys.add_argument("--key-field", metavar="FIELD", help="key each request by the text of this field of its body")
-    produce.add_argument(
-        "--header", action="append", type=_header, metavar="K=V", help="a Kafka header on every request (repeatable)"
-    )
-    produce.add_argument(
-        "--format", choices=["json", "msgpack"], default="json", help="encoding of the sent values (default: json)"
-    )
-    produce.add_argument("--rate", type=float, help="requests per second (default: as fast as possible)")
-    broker_option(produce)
-
-    consume = add("consume", cmd_consume, "print a graph's predictions (or --dlq dead letters) as JSON lines")
-    consume.add_argument("graph", nargs="?", help=graph_help + " (or --topic)")
-    consume.add_argument("--topic", help="the topic to read (default: the graph's output topic)")
-    consume.add_argument("--dlq", action="store_true", help="read the graph's dead-letter topic")
-    start = consume.add_mutually_exclusive_group()
-    start.add_argument("--from-beginning", action="store_true", help="start at each partition's beginning (default)")
-    start.add_argument("--from-end", action="store_true", help="start at each partition's end: only new records")
-    consume.add_argument("--follow", action="store_true", help="keep waiting for records (default: stop at the end)")
-    consume.add_argument("--limit", type=int, help="stop after this many records")
-    consume.add_argument("--timeout", type=float, help="stop after this many seconds (default: no limit)")
-    consume.add_argument(
-        "--format",
-        choices=["json", "text"],
-        default="json",
-        help="json: one object per record with topic, partition, offset, timestamp, key, headers and body "
-        "(like kcat -J); text: one line for people (default: json)",
-    )
-    broker_option(consume)
-
-    inspect = add("inspect", cmd_inspect, "show where one request went: each hop, its answer or dead letter")
-    inspect.add_argument("graph", help=graph_help)
-    inspect.add_argument("id", help="the request's id (its body 'id' or 'id' header)")
-    inspect.add_argument("--format", choices=["text", "json"], default="text", help="output (default: text)")
-    broker_option(inspect)
-
-    replay = add("replay", cmd_replay, "re-produce dead letters to the graph's input topic, as they first entered")
-    replay.add_argument("graph", help=graph_help)
-    replay.add_argument("--step", help="only letters of requests that failed at this step")
-    replay.add_argument("--error-type", help="only letters with this error type (e.g. RoutingError)")
-    replay.add_argument("--limit", type=int, help="replay at most this many")
-    replay.add_argument(
-        "--group", help="remember where this replay stopped under this consumer group (default: read every letter)"
-    )
-    broker_option(replay)
+    register_topic_commands(add, broker_option)
 
     demo = add("demo", cmd_demo, "deploy the iris graph on the embedded broker and send it requests")
     demo.add_argument("--requests", type=int, default=1000, help="how many requests (default: %(default)s)")
