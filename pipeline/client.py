@@ -184,7 +184,7 @@ async def read_topics(
 
 def _received(record: Any, now: float) -> Received:
     return Received(
-        _body(record.value),
+        decoded_body(record.value),
         record.key,
         dict(record.headers),
         record.timestamp,
@@ -196,7 +196,7 @@ def _received(record: Any, now: float) -> Received:
     )
 
 
-def _body(value: bytes | None) -> Any:
+def decoded_body(value: bytes | None) -> Any:
     """The decoded record value; None when empty or not decodable (raw bytes stay in ``value``)."""
     if not value:
         return None

@@ -11,8 +11,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from pipeline.client import Request
-from pipeline.codec import decode_response
+from pipeline.client import Request, decoded_body
 from pipeline.errors import RequestFailed
 from pipeline.kafka_access import start_client
 from pipeline.kafka_config import KafkaConfig
@@ -124,7 +123,7 @@ class Replies:
         if topic == self.dlq:
             future.set_result(Reply(request_id, dead_letter=headers))
         else:
-            future.set_result(Reply(request_id, answer=_decoded(record.value)))
+            future.set_result(Reply(request_id, answer=decoded_body(record.value)))
 
     async def _stop(self) -> None:
         if self._reader is not None:
@@ -135,13 +134,3 @@ class Replies:
                 pass
         for client in (self.consumer, self.producer):
             await client.stop()
-
-
-def _decoded(value: bytes | None) -> Any:
-    """An answer's body (None for an empty record, the bytes when they decode as neither format)."""
-    if not value:
-        return None
-    try:
-        return decode_response(value)
-    except Exception:
-        return value

@@ -68,6 +68,14 @@ class Deployment:
         return list(self.broker.records(self.plan.dlq))
 
 
+async def fail_one_delivery(deployment: Deployment) -> None:
+    """Start; let the router route everything; then drain with the next delivery failing."""
+    await deployment.start()
+    await deployment.drain([deployment.loops["models"]])
+    deployment.broker.fail_deliveries = 1
+    await deployment.drain()
+
+
 def doubling_graph(name: str = "loop") -> Graph:
     graph = Graph(name)
     graph.to_router("models", default="double").add_model("double", Doubler)
@@ -137,13 +145,7 @@ def test_a_failed_delivery_is_read_again_from_the_last_commit():
     for n in range(20):
         deployment.produce(request(n, id=f"f{n}"))
 
-    async def run() -> None:
-        await deployment.start()
-        await deployment.drain([deployment.loops["models"]])
-        deployment.broker.fail_deliveries = 1
-        await deployment.drain()
-
-    asyncio.run(run())
+    asyncio.run(fail_one_delivery(deployment))
     assert [str(error) for _, error in deployment.tally.failures] == [
         "delivery to 'fails.predictions' failed (injected)"
     ]
@@ -248,13 +250,7 @@ def test_exactly_once_shows_nothing_of_an_aborted_transaction_and_answers_once()
     for n in range(12):
         deployment.produce(request(n, id=f"e{n}"))
 
-    async def run() -> None:
-        await deployment.start()
-        await deployment.drain([deployment.loops["models"]])
-        deployment.broker.fail_deliveries = 1
-        await deployment.drain()
-
-    asyncio.run(run())
+    asyncio.run(fail_one_delivery(deployment))
     ids = [decode_response(record.value)["id"] for record in deployment.sink()]
     assert sorted(ids) == sorted(f"e{n}" for n in range(12))
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from graphs import Multiplier, caught, mlrun_graph, raiser
-from test_parity import _read, comparable
+from test_parity import comparable, kafka_answers
 
 from pipeline import Graph, GraphError, ProtocolError, StepError
-from pipeline.client import Request, produce
+from pipeline.client import Request
 from pipeline.loading import load_graph
 from pipeline.mock import MockRequest
 from pipeline.plan import build_plan
@@ -224,18 +224,6 @@ def test_over_kafka_the_mlrun_scenarios_answer_as_on_the_mock_server(kafka, monk
     expected = comparable(answers, errors)
     assert expected["custom"]["echo"] == {"id": "custom", "model": "m1", "operation": "echo"}
     ensure_topics(kafka, plan)
-    import subprocess
-    import sys
-
-    log = open(tmp_path / "worker.log", "wb")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run", reference, "--bootstrap", kafka], stdout=log, stderr=log
-    )
-    try:
-        asyncio.run(produce(kafka, plan.source, [Request(dict(body), headers=dict(h)) for body, h in REQUESTS]))
-        got, failed = asyncio.run(_read(kafka, plan, set(expected)))
-    finally:
-        worker.terminate()
-        worker.wait(30)
-        log.close()
+    sent = [Request(dict(body), headers=dict(h)) for body, h in REQUESTS]
+    got, failed = kafka_answers(kafka, reference, plan, sent, set(expected), tmp_path / "worker.log")
     assert comparable(got, failed) == expected

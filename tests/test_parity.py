@@ -83,19 +83,26 @@ def test_kafka_answers_exactly_as_the_strict_mock_server(kafka, monkeypatch, tmp
     plan = build_plan(load_graph(reference))
     ensure_topics(kafka, plan)
     expected = on_mock(strict=True)
-    log = open(tmp_path / "worker.log", "wb")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run", reference, "--bootstrap", kafka], stdout=log, stderr=log
-    )
+    sent = [Request(dict(body), headers=headers) for body, headers in requests()]
+    answers, errors = kafka_answers(kafka, reference, plan, sent, set(expected), tmp_path / "worker.log")
+    assert comparable(answers, errors) == expected
+
+
+def kafka_answers(
+    kafka: str, reference: str, plan: Any, sent: list[Request], ids: set[str], log_path: Path
+) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Run every agent of ``reference`` in one worker process, send ``sent`` and read the answers
+    and dead letters until every one of ``ids`` came (and a little more)."""
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "run", reference, "--bootstrap", kafka], stdout=log, stderr=log
+        )
     try:
-        sent = [Request(dict(body), headers=headers) for body, headers in requests()]
         asyncio.run(produce(kafka, plan.source, sent))
-        answers, errors = asyncio.run(_read(kafka, plan, set(expected)))
+        return asyncio.run(_read(kafka, plan, ids))
     finally:
         worker.terminate()
         worker.wait(30)
-        log.close()
-    assert comparable(answers, errors) == expected
 
 
 async def _read(kafka: str, plan: Any, ids: set[str]) -> tuple[list[Any], list[dict[str, Any]]]:
