@@ -129,7 +129,8 @@ class AgentLoop:
 
     async def assigned(self, partitions: set[TopicPartition]) -> None:
         self.sensors.assigned(self.agent.name, partitions)
-        logger.info("agent %s assigned %s", self.agent.name, sorted(f"{t}[{p}]" for t, p in partitions))
+        level = logging.DEBUG if self.inline else logging.INFO  # the mock server's topics: nothing to tell
+        logger.log(level, "agent %s assigned %s", self.agent.name, sorted(f"{t}[{p}]" for t, p in partitions))
 
     # -- one batch ---------------------------------------------------------------------
     async def poll_once(self, timeout_ms: int | None = None) -> int:
