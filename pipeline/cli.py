@@ -228,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.generate import register as register_generators
 
     register_generators(commands)
+    from pipeline.models_cli import register as register_models
+
+    register_models(commands)
     return parser
 
 

@@ -23,10 +23,19 @@ def import_path(obj: Any) -> str:
 
 
 def import_object(path: str) -> Any:
-    """The object named by ``module:qualname`` (or MLRun's ``module.name``, e.g. ``json.dumps``)."""
+    """The object named by a built-in model server's short name (``"xgboost"``, ``"onnx"``, ...),
+    else by ``module:qualname`` (or MLRun's ``module.name``, e.g. ``json.dumps``)."""
+    from steps.registry import BUILTIN_MODELS
+
+    builtin = BUILTIN_MODELS.get(path)
+    if builtin is not None:
+        path = builtin.path
     module_name, _, qualname = path.partition(":") if ":" in path else path.rpartition(".")
     if not module_name or not qualname:
-        raise GraphError(f"import path {path!r} must look like 'package.module:Name' or 'package.module.name'")
+        raise GraphError(
+            f"import path {path!r} must look like 'package.module:Name' or 'package.module.name', "
+            f"or name a built-in model server: {', '.join(BUILTIN_MODELS)}"
+        )
     try:
         target: Any = importlib.import_module(module_name)
         for part in qualname.split("."):
