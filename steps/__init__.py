@@ -5,11 +5,12 @@ from steps.ensemble import Ensemble, VotingEnsemble
 from steps.frameworks import FrameworkModelServer
 from steps.join import Join
 from steps.lightgbm_server import LightGBMModelServer
-from steps.model import ModelServer, SKLearnModelServer
+from steps.model import ModelServer
 from steps.onnx_server import ONNXModelServer
 from steps.pytorch_server import PyTorchModelServer
 from steps.registry import BUILTIN_MODELS
 from steps.router import ModelRouter
+from steps.sklearn_server import SKLearnModelServer
 from steps.transform import Dedupe, Enrich, Filter
 from steps.xgboost_server import XGBoostModelServer
 

@@ -33,7 +33,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
     for entry in (
         BuiltinModel(
             "sklearn",
-            "steps.model:SKLearnModelServer",
+            "steps.sklearn_server:SKLearnModelServer",
             None,
             ("sklearn", "joblib"),
             "a scikit-learn estimator saved with joblib or pickle",
