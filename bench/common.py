@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import platform
-import signal
 import subprocess
 import sys
 import time
@@ -39,11 +38,11 @@ sys.path.insert(0, str(ROOT))
 
 import graphs  # noqa: E402  (bench/graphs.py, after the path set-up above)
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+from processes import Processes  # noqa: E402  (bench/processes.py)
 
 from pipeline.broker import KAFKA_VERSION, EmbeddedKafka  # noqa: E402
 from pipeline.client import Request, consume, produce  # noqa: E402
 from pipeline.demo import make_requests  # noqa: E402
-from pipeline.deployment import Workers  # noqa: E402
 from pipeline.plan import build_plan  # noqa: E402
 from pipeline.topics import TopicConfig, create_topics, ensure_topics  # noqa: E402
 
@@ -150,7 +149,7 @@ class Target:
     sink: str
     dlq: str | None
     entry: str  # the worker name that reads the source topic
-    workers: Workers
+    workers: Processes
     label: str
 
     def pids(self) -> dict[str, int]:
@@ -161,10 +160,12 @@ class Target:
         """Stop (SIGTERM: commit and leave the group) every instance of the entry stage; their numbers."""
         instances = sorted(i for name, i in self.workers.processes if name == self.entry)
         for instance in instances:
-            process = self.workers.processes.pop((self.entry, instance))
-            process.send_signal(signal.SIGTERM)
-            process.wait(30)
+            self.workers.terminate(self.entry, instance, timeout=30)
         return instances
+
+    def exited(self) -> list[str]:
+        """The workers that exited on their own (a crash), as ``<worker>.<instance>``."""
+        return [f"{name}.{instance}" for (name, instance), p in self.workers.processes.items() if p.poll() is not None]
 
     def resume_entry(self, instances: Sequence[int]) -> None:
         for instance in instances:
@@ -177,67 +178,92 @@ class Target:
         self.workers.stop()
 
 
-class Commands(Workers):
-    """:class:`Workers`' process handling (a log file each, SIGTERM stop) for any command per worker name."""
-
-    def __init__(
-        self,
-        bootstrap: str,
-        command: Callable[[str, int], list[str]],
-        log_dir: Path,
-        *,
-        cwd: Path | None = None,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__("", None, bootstrap, log_dir=log_dir, env=env)  # type: ignore[arg-type]
-        self.command, self.cwd = command, cwd
-
-    def start(self, name: str, instance: int = 0) -> subprocess.Popen:
-        assert self.log_dir is not None
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_dir / f"{name}.{instance}.log", "ab")
-        process = subprocess.Popen(
-            self.command(name, instance), stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd
-        )
-        self.processes[name, instance] = process
-        return process
-
-
 class Deployment(Target):
-    """A graph of ``bench/graphs.py`` deployed as :class:`Workers` under a fresh name.
+    """A graph of ``bench/graphs.py`` deployed as worker processes under a fresh name.
 
     ``agents`` picks the agents to run (default all), ``instances`` the workers per agent.
+    ``settings`` (AgentSettings overrides, e.g. ``{"linger_ms": 5}``) and ``tree`` (another checkout of
+    streamserve, whose own ``bench/graphs.py``, ``pipeline`` and ``steps`` then run, with PYTHONPATH at
+    it) start the workers through ``bench/worker.py``; otherwise through ``streamserve run``.
     Topics get the built-in defaults (4 partitions); worker logs go to ``bench/results/logs/<name>``.
     """
 
     def __init__(
-        self, bootstrap: str, factory: str, *, agents: Sequence[str] | None = None, instances: int = 1
+        self,
+        bootstrap: str,
+        factory: str,
+        *,
+        agents: Sequence[str] | None = None,
+        instances: int = 1,
+        tree: Path | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> None:
         self.bootstrap, self.instances = bootstrap, instances
+        self.tree, self.settings = (tree.resolve() if tree else None), dict(settings or {})
         self.name = fresh_name(factory.removesuffix("_graph"))
         self.plan = build_plan(getattr(graphs, factory)(self.name))
         self.agents = list(agents or [agent.name for agent in self.plan.agents])
         self.source, self.sink, self.dlq = self.plan.source, self.plan.sink, self.plan.dlq
         self.entry = next(agent.name for agent in self.plan.agents if agent.input == self.source)
         self.label = f"streamserve {factory} ({', '.join(self.agents)}; {instances} worker(s) each)"
-        self.workers = Workers(
-            f"{BENCH / 'graphs.py'}:{factory}",
-            self.plan,
-            bootstrap,
-            log_dir=RESULTS / "logs" / self.name,
-            env={graphs.GRAPH_ENV: self.name},
-        )
+        if self.tree:
+            self.label += f" @ {checkout(self.tree)}"
+        if self.settings:
+            self.label += " [" + ", ".join(f"{key}={value}" for key, value in self.settings.items()) + "]"
+        self.reference = f"{(self.tree or ROOT) / 'bench' / 'graphs.py'}:{factory}"
+        env = {graphs.GRAPH_ENV: self.name, **({"PYTHONPATH": str(self.tree)} if self.tree else {})}
+        self.workers = Processes(self._worker_command, RESULTS / "logs" / self.name, env=env, cwd=self.tree or ROOT)
+
+    def _worker_command(self, name: str, instance: int) -> list[str]:
+        """``streamserve run`` for one agent; bench/worker.py with settings or another checkout."""
+        where = ["--bootstrap", self.bootstrap, "--instance", str(instance)]
+        if self.tree is None and not self.settings:
+            return [sys.executable, "-m", "pipeline.cli", "run", self.reference, "--step", name, *where]
+        setting = ",".join(f"{key}={value}" for key, value in self.settings.items())
+        command = [sys.executable, str(BENCH / "worker.py"), self.reference, "--step", name, *where]
+        return [*command, "--set", setting, "--tree", str(self.tree or ROOT)]
 
     def group(self, agent: str) -> str:
-        """The consumer group of ``agent`` (as :class:`pipeline.agent.StreamAgent` names it)."""
+        """The consumer group of ``agent`` (``<graph>.<agent>``)."""
         return f"{self.plan.graph.name}.{agent}"
 
+    def _create_topics(self) -> None:
+        if self.tree is None:
+            ensure_topics(self.bootstrap, self.plan)
+            return
+        # The other checkout creates its own topics, as its deployments would.
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "topics", "create", self.reference, "--bootstrap", self.bootstrap],
+            cwd=self.tree,
+            env=self.workers.env,
+            capture_output=True,
+            text=True,
+        )
+        missing = [topic for topic in (self.source, self.sink) if topic not in done.stdout]
+        if done.returncode != 0 or missing:
+            raise RuntimeError(
+                f"{self.label}: `streamserve topics create` in {self.tree} failed (exit {done.returncode}, "
+                f"topics {missing} not created): {done.stderr.strip()[-500:]}"
+            )
+
     def __enter__(self) -> Deployment:
-        ensure_topics(self.bootstrap, self.plan)
+        self._create_topics()
         for name in self.agents:
             for instance in range(self.instances):
                 self.workers.start(name, instance)
         return self
+
+
+def checkout(tree: Path) -> str:
+    """``"<short commit>[+changes] (<path>)"`` of a git checkout ("+changes": pipeline/ or steps/ differ
+    from that commit), or its path alone."""
+    git = ["git", "-C", str(tree)]
+    done = subprocess.run([*git, "log", "-1", "--format=%h"], capture_output=True, text=True)
+    commit = done.stdout.strip()
+    if done.returncode != 0 or not commit:
+        return str(tree)
+    changed = subprocess.run([*git, "status", "--porcelain", "--", "pipeline", "steps"], capture_output=True, text=True)
+    return f"{commit}{'+changes' if changed.stdout.strip() else ''} ({tree})"
 
 
 def wait_for_group(bootstrap: str, group: str, members: int, timeout_s: float = 60) -> None:
@@ -338,27 +364,6 @@ class Run:
         }
 
 
-@contextlib.contextmanager
-def machine_busy() -> Iterator[dict[str, float]]:
-    """Yields a dict that holds, once the block ends, ``busy_pct``: the share of every core's time the
-    machine spent busy (all processes, from /proc/stat) during the block; 0 where /proc/stat is missing."""
-    figures: dict[str, float] = {"busy_pct": 0.0}
-
-    def ticks() -> tuple[int, int]:
-        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(fields), fields[3] + fields[4]  # all, idle + iowait
-
-    try:
-        total, idle = ticks()
-    except OSError:
-        yield figures
-        return
-    yield figures
-    total_after, idle_after = ticks()
-    spent = total_after - total
-    figures["busy_pct"] = 100 * (1 - (idle_after - idle) / spent) if spent else 0.0
-
-
 def percentiles(values: Sequence[float], points: Sequence[int] = (50, 95, 99)) -> dict[str, float]:
     """``{"p50": ..., "p95": ..., "p99": ..., "max": ...}`` (nearest rank); NaN when empty."""
     ordered = sorted(values)
@@ -391,7 +396,10 @@ async def _load(
     topics = [target.sink] + ([target.dlq] if target.dlq else [])
 
     async def read() -> None:
-        async for topic, record in consume(target.bootstrap, topics, timeout_s=timeout_s):
+        def crashed() -> bool:  # checked between polls: a dead worker ends the wait
+            return bool(target.exited())
+
+        async for topic, record in consume(target.bootstrap, topics, timeout_s=timeout_s, until=crashed):
             event_id = answer_id(record)
             if event_id not in expected or event_id in seen:
                 continue
@@ -420,6 +428,10 @@ async def _load(
         run.start = time.perf_counter()
         after_produce()
     await reader
+    if target.exited():
+        raise RuntimeError(
+            f"{target.label}: worker(s) {', '.join(target.exited())} exited; logs in {target.workers.log_dir}"
+        )
     if run.missing:
         print(f"  warning: {run.missing} of {run.sent} requests unanswered after {timeout_s:.0f} s", flush=True)
     return run
@@ -457,9 +469,9 @@ def backlog(target: Target, requests: Sequence[Request], *, pause: bool = True, 
     )
 
 
-def warm_up(target: Target, requests: Sequence[Request], timeout_s: float = 120) -> None:
+def warm_up(target: Target, requests: Sequence[Request], timeout_s: float = 120, **kwargs: Any) -> None:
     """Send a few requests and wait for all answers: workers started, models loaded, groups joined."""
-    run = asyncio.run(_load(target, requests, rate=None, timeout_s=timeout_s))
+    run = asyncio.run(_load(target, requests, rate=None, timeout_s=timeout_s, **kwargs))
     if run.answered != run.sent:
         logs = getattr(target.workers, "log_dir", None)
         raise RuntimeError(

@@ -99,6 +99,7 @@ def per_event_costs(repeat: int) -> Table:
     """µs per call of the per-event codec and protocol work, in-process, next to the bare library call."""
     import json
     from datetime import datetime, timezone
+    from types import SimpleNamespace
 
     import msgpack
     from timing import best_of
@@ -108,8 +109,17 @@ def per_event_costs(repeat: int) -> Table:
 
     request = iris_requests(1, model="lr", seed=3)[0]
     raw, headers = request.value(), {"id": request.id.encode(), **request.headers}
-    event = decode_request(raw, headers, request.key)
-    event.meta.update(origin=1_700_000_000_000, src=(f"{'x' * 30}.requests", 3, 123_456), part="pre")
+    record = SimpleNamespace(
+        topic=f"{'x' * 30}.requests",
+        partition=3,
+        offset=123_456,
+        timestamp=1_700_000_000_000,
+        key=request.key,
+        value=raw,
+        headers=list(headers.items()),
+    )
+    event = decode_request(record)
+    event.meta.update(src=(record.topic, record.partition, record.offset))
     envelope = encode_envelope(event)
     answer = {**response(event.id, "lr", [0, 2]), "species": ["setosa", "virginica"]}
     table = Table(
@@ -119,7 +129,7 @@ def per_event_costs(repeat: int) -> Table:
     pairs = [
         (
             "decode_request (pipeline/codec.py)",
-            lambda: decode_request(raw, headers, request.key),
+            lambda: decode_request(record),
             "json.loads",
             lambda: json.loads(raw),
         ),

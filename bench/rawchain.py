@@ -1,96 +1,76 @@
-"""The floor: the iris lr path written by hand on aiokafka, one process per hop, no streamserve runtime.
+"""One hop of the floor on aiokafka, written as well as we know how (the work: bench/hops.py).
 
-source -> pre -> models -> lr -> post -> sink: each hop consumes a batch, does the least its step must
-(decode, transform, encode; the lr hop runs the same scikit-learn LogisticRegression on the batch's
-rows in one call), produces every output, waits for the acks and commits, with the same client and
-batch settings as streamserve's agents (``AgentSettings``). Between hops a request is a msgpack map;
-the sink gets JSON, as streamserve's does.
+Per batch from ``getmany``: the hop's work on every record at once, then one record batch per
+output partition (``create_batch`` + ``send_batch``: a record keeps its partition number, which is
+where its key hashes on topics of equal partition counts), nothing awaited on the hot path. Every
+``commit_interval_ms`` a background task awaits the deliveries sent so far and then commits the
+offsets they cover: at-least-once, as streamserve's agents. Client settings are streamserve's
+(AgentSettings, with any overrides): batch bounds, linger, fetch wait (and fetch_min_bytes once
+AgentSettings has it), acks=all.
 
-Run one hop: python bench/rawchain.py HOP --bootstrap HOST:PORT --input TOPIC --output TOPIC --group GROUP
-             [--max-batch-size N] [--max-batch-time-ms N] [--linger-ms N] [--fetch-max-wait-ms N]
-(``floor.py`` starts all four through :class:`RawChain`.)
+Run one hop: python bench/rawchain.py HOP --bootstrap HOST:PORT --input TOPIC --output TOPIC
+             --group GROUP [--set linger_ms=5,...]
+(``floor.py`` starts all four through ``chains.Chain``.)
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import dataclasses
-import json
+import contextlib
 import signal
 import sys
-from collections.abc import Callable
+import time
+from pathlib import Path
 from typing import Any
 
-import msgpack
-import numpy as np
-from common import RESULTS, Commands, Target, create, fresh_name
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.runtime.settings import AgentSettings
-
-HOPS = ("pre", "models", "lr", "post")
-SPECIES = ("setosa", "versicolor", "virginica")
+import hops
 
 
-# -- the hops' work: a batch of record values in, one output value per record out ---------------
+class Committer:
+    """Offsets consumed and deliveries in flight; commits in the background once delivered."""
+
+    def __init__(self, consumer: Any, interval_s: float) -> None:
+        self.consumer, self.interval_s = consumer, interval_s
+        self.consumed: dict[Any, int] = {}
+        self.in_flight: list[asyncio.Future] = []
+        self.task: asyncio.Task | None = None
+        self.last = time.monotonic()
+
+    async def tick(self) -> None:
+        """Start a commit when one is due and none is running (an earlier failure is raised)."""
+        if self.task is not None and self.task.done():
+            task, self.task = self.task, None
+            task.result()
+        if self.task is None and time.monotonic() - self.last >= self.interval_s:
+            self.start()
+
+    def start(self) -> None:
+        offsets, deliveries, self.in_flight = dict(self.consumed), self.in_flight, []
+        self.last = time.monotonic()
+        if offsets:
+            self.task = asyncio.ensure_future(self._commit(deliveries, offsets))
+
+    async def _commit(self, deliveries: list[asyncio.Future], offsets: dict[Any, int]) -> None:
+        await asyncio.gather(*deliveries)
+        await self.consumer.commit(offsets)
+
+    async def close(self) -> None:
+        """Finish the commit under way, then commit everything consumed."""
+        if self.task is not None:
+            await self.task
+        self.start()
+        if self.task is not None:
+            await self.task
 
 
-def _pre(values: list[bytes], headers: list[Any]) -> list[bytes]:
-    out = []
-    for value in values:
-        body = json.loads(value)
-        body["inputs"] = [[float(v) for v in row] for row in body["inputs"]]
-        out.append(msgpack.packb(body))
-    return out
-
-
-def _models(values: list[bytes], headers: list[Any]) -> list[bytes]:
-    for record_headers in headers:
-        if dict(record_headers).get("model") != b"lr":
-            raise ValueError(f"the raw chain serves model lr only, got headers {record_headers}")
-    return [msgpack.packb(msgpack.unpackb(value)) for value in values]
-
-
-def _lr(estimator: Any) -> Callable[[list[bytes], list[Any]], list[bytes]]:
-    def hop(values: list[bytes], headers: list[Any]) -> list[bytes]:
-        bodies = [msgpack.unpackb(value) for value in values]
-        rows = [row for body in bodies for row in body["inputs"]]
-        labels = estimator.predict(np.asarray(rows, dtype=np.float64)).tolist()
-        out, start = [], 0
-        for body in bodies:
-            stop = start + len(body["inputs"])
-            out.append(msgpack.packb({"id": body["id"], "model_name": "lr", "outputs": labels[start:stop]}))
-            start = stop
-        return out
-
-    return hop
-
-
-def _post(values: list[bytes], headers: list[Any]) -> list[bytes]:
-    out = []
-    for value in values:
-        body = msgpack.unpackb(value)
-        body["species"] = [SPECIES[int(label)] for label in body["outputs"]]
-        out.append(json.dumps(body, separators=(",", ":")).encode())
-    return out
-
-
-def _transform(hop: str) -> Callable[[list[bytes], list[Any]], list[bytes]]:
-    if hop != "lr":
-        return {"pre": _pre, "models": _models, "post": _post}[hop]
-    from examples.iris.iris import IrisModel
-
-    model = IrisModel("lr", algorithm="lr")
-    model.load()  # the same file the streamserve lr worker loads
-    return _lr(model.model)
-
-
-async def run_hop(hop: str, bootstrap: str, source: str, target: str, group: str, settings: AgentSettings) -> None:
-    """Consume ``source`` -> transform -> produce to ``target`` -> commit, until SIGTERM."""
+async def run_hop(hop: str, bootstrap: str, source: str, target: str, group: str, settings: Any) -> None:
+    """Consume ``source`` -> the hop's work -> produce to ``target``, committing behind, until SIGTERM."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     s = settings
-    transform = _transform(hop)
+    work = hops.transform(hop)
     stopping = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
     consumer = AIOKafkaConsumer(
@@ -102,76 +82,58 @@ async def run_hop(hop: str, bootstrap: str, source: str, target: str, group: str
         session_timeout_ms=s.session_timeout_ms,
         heartbeat_interval_ms=s.heartbeat_interval_ms,
         fetch_max_wait_ms=s.fetch_max_wait_ms,
+        fetch_min_bytes=getattr(s, "fetch_min_bytes", 1),
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=s.linger_ms)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=s.linger_ms,
+        max_batch_size=getattr(s, "batch_bytes", 16_384),
+        max_request_size=s.max_request_size,
+        compression_type=s.compression_type,
+    )
     await producer.start()
     await consumer.start()
+    committer = Committer(consumer, (getattr(s, "commit_interval_ms", None) or 100) / 1000)
     try:
         while not stopping.is_set():
             batches = await consumer.getmany(timeout_ms=s.max_batch_time_ms, max_records=s.max_batch_size)
-            if not batches:
-                continue
-            records = [record for batch in batches.values() for record in batch]
-            values = transform([r.value for r in records], [r.headers for r in records])
-            futures = [
-                await producer.send(target, value, key=record.key, headers=list(record.headers))
-                for record, value in zip(records, values)
-            ]
-            await asyncio.gather(*futures)
-            await consumer.commit({tp: batch[-1].offset + 1 for tp, batch in batches.items()})
+            if batches:
+                records = [record for batch in batches.values() for record in batch]
+                values = work([r.value for r in records], [r.headers for r in records])
+                index = 0
+                for tp, batch in batches.items():
+                    outputs = values[index : index + len(batch)]
+                    index += len(batch)
+                    committer.in_flight += await send(producer, target, tp.partition, batch, outputs)
+                    committer.consumed[tp] = batch[-1].offset + 1
+            await committer.tick()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(committer.close(), 15)
     finally:
         await consumer.stop()
         await producer.stop()
 
 
-# -- the chain as a benchmark target -------------------------------------------------------------
-
-
-class RawChain(Target):
-    """The four hop processes on fresh topics ``raw-….{requests,models,lr,post,predictions}``."""
-
-    label = "raw aiokafka chain (pre, models, lr, post)"
-    entry = "pre"
-    dlq = None
-
-    def __init__(self, bootstrap: str, **settings: int) -> None:
-        """``settings``: AgentSettings fields to change for every hop (e.g. ``fetch_max_wait_ms=5``)."""
-        self.bootstrap, self.name, self.settings = bootstrap, fresh_name("raw"), settings
-        self.topics = [f"{self.name}.{topic}" for topic in ("requests", "models", "lr", "post", "predictions")]
-        self.source, self.sink = self.topics[0], self.topics[-1]
-        self.workers = Commands(self.bootstrap, self._command, RESULTS / "logs" / self.name)
-
-    def _command(self, hop: str, instance: int) -> list[str]:
-        source, target = self.topics[HOPS.index(hop)], self.topics[HOPS.index(hop) + 1]
-        command = [sys.executable, __file__, hop, "--bootstrap", self.bootstrap, "--input", source]
-        command += ["--output", target, "--group", f"{self.name}.{hop}"]
-        return command + [f"--{name.replace('_', '-')}={value}" for name, value in self.settings.items()]
-
-    def __enter__(self) -> RawChain:
-        create(self.bootstrap, self.topics)
-        for hop in HOPS:
-            self.workers.start(hop)
-        return self
+async def send(producer: Any, topic: str, partition: int, records: list[Any], values: list[bytes]) -> list[Any]:
+    """``values`` (with their records' keys and headers) as record batches to ``partition``; the deliveries."""
+    deliveries = []
+    batch = producer.create_batch()
+    for record, value in zip(records, values):
+        headers = list(record.headers)
+        if batch.append(key=record.key, value=value, timestamp=None, headers=headers) is None:
+            batch.close()
+            deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = producer.create_batch()
+            batch.append(key=record.key, value=value, timestamp=None, headers=headers)
+    batch.close()
+    deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+    return deliveries
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("hop", choices=HOPS)
-    parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--input", required=True)
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--group", required=True)
-    defaults = AgentSettings()
-    for name in ("max_batch_size", "max_batch_time_ms", "linger_ms", "fetch_max_wait_ms"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
-    args = parser.parse_args()
-    settings = dataclasses.replace(
-        defaults,
-        max_batch_size=args.max_batch_size,
-        max_batch_time_ms=args.max_batch_time_ms,
-        linger_ms=args.linger_ms,
-        fetch_max_wait_ms=args.fetch_max_wait_ms,
-    )
+    args = hops.arguments(__doc__)
+    settings = hops.settings(args.set)
     asyncio.run(run_hop(args.hop, args.bootstrap, args.input, args.output, args.group, settings))
 
 

@@ -14,7 +14,7 @@ import time
 from collections import defaultdict
 
 from common import Deployment, Table, iris_requests, kafka, num, parser, percentiles, save, warm_up
-from cost import memory_mib
+from cpu import memory_mib
 
 from pipeline.client import consume, produce
 

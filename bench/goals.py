@@ -1,0 +1,248 @@
+"""The performance goals, each with the figure measured for it, from bench/results/*.json only.
+
+A goal is "met" or "not met" only on a full run (at least 3 runs of the figure, not --quick);
+otherwise it says why it has no verdict. Also: the figures the README may quote, each with the
+benchmark it comes from, and the other measurements of the goal's figures, so none is cherry-picked.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from common import RESULTS
+from stats import MIN_RUNS, fmt
+
+
+def result(name: str) -> dict[str, Any] | None:
+    """bench/results/<name>.json, or None."""
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    return data if isinstance(data, dict) else None
+
+
+@dataclass
+class Goal:
+    """One goal: its text, the benchmark that measures it, and how to read the figure from its JSON."""
+
+    text: str
+    source: str
+    figure: Callable[[dict[str, Any]], dict[str, Any] | None]  # a spread: median, min, max, runs
+    met: Callable[[float], bool]
+    show: Callable[[dict[str, Any]], str]
+    need: Callable[[dict[str, Any]], str]  # what meeting it would take, from the same results
+
+    def row(self) -> list[str]:
+        data = result(self.source)
+        summary = self.figure(data) if data else None
+        if not data or not summary or summary["median"] != summary["median"]:
+            return [self.text, "not measured", f"`bench/{self.source}.py`", "no result", ""]
+        runs = len(summary["runs"])
+        where = f"`bench/{self.source}.py`, {data['date'][:10]}"
+        measured = f"{self.show(summary)}, {runs} run{'s' if runs != 1 else ''}"
+        met = self.met(summary["median"])
+        need = "" if met else self.need(data)
+        if data.get("quick"):
+            return [self.text, measured, where, "--quick run: no verdict", need]
+        if runs < MIN_RUNS:
+            return [self.text, measured, where, f"under {MIN_RUNS} runs: no verdict", need]
+        return [self.text, measured, where, "met" if met else "**not met**", need]
+
+
+def _get(data: dict[str, Any], *path: str) -> Any:
+    """The value at ``path`` inside ``data``; None where any part is missing."""
+    value: Any = data
+    for part in path:
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _mock(data: dict[str, Any]) -> dict[str, Any] | None:
+    from mock_overhead import GOAL_GRAPH
+
+    return _get(data, "graphs", GOAL_GRAPH, "after", "overhead_us_per_step")
+
+
+def _p99(data: dict[str, Any]) -> dict[str, Any] | None:
+    points = _get(data, "scenarios", "lr") or []
+    return next((point["latency_ms"]["p99"] for point in points if point["label"] == "1,000/s"), None)
+
+
+def _cost(data: dict[str, Any]) -> dict[str, Any] | None:
+    return _get(data, "baseline", "ratio")
+
+
+def _cost_show(summary: dict[str, Any]) -> str:
+    data = result("cost") or {}
+    ms = _get(data, "systems", "after", f"{data.get('rate', 1000):,.0f}/s", "whole deployment")
+    absolute = f"{fmt(ms, 2)} CPU ms per request = " if ms else ""
+    return f"{absolute}{fmt(summary, 2)}x the baseline ({_get(data, 'baseline', 'source')})"
+
+
+def _floor_need(other: str, factor: float) -> Callable[[dict[str, Any]], str]:
+    def need(data: dict[str, Any]) -> str:
+        ours, theirs = _get(data, "systems", "streamserve"), _get(data, "systems", other)
+        if not ours or not theirs:
+            return ""
+        return (
+            f"events/s from {fmt(ours.get('events_per_s'))} to >= {fmt(theirs['events_per_s']['median'] * factor)}; "
+            f"draining, its workers spend {fmt(ours.get('cpu_system_saturated'))} CPU µs per event, the {other} "
+            f"chain's {fmt(theirs.get('cpu_system_saturated'))} (where it goes: hotpath)"
+        )
+
+    return need
+
+
+def _cost_need(data: dict[str, Any]) -> str:
+    label = f"{data.get('rate', 1000):,.0f}/s"
+    after = _get(data, "systems", "after", label) or {}
+    base = _get(data, "systems", "before", label, "whole deployment", "median") or _get(
+        data, "baseline", "reported_ms_per_request"
+    )
+    parts = ", ".join(f"{group} {fmt(after[group], 2)}" for group in ("workers", "broker", "driver") if group in after)
+    return f"<= {base / 2:.2f} CPU ms per request; now {parts}" if base else ""
+
+
+def _p99_need(data: dict[str, Any]) -> str:
+    return f"p99 from {fmt(_p99(data), 1)} to <= 30 ms; the time each agent adds: latency's per-agent table"
+
+
+def _peer_need(data: dict[str, Any]) -> str:
+    best = _get(data, "mlserver", "systems", "mlserver best", "events_per_s", "median")
+    ours = _get(data, "mlserver", "systems", "streamserve", "events_per_s")
+    return f"events/s from {fmt(ours)} to >= {fmt(best * 10)}" if best and ours else ""
+
+
+def _mock_need(data: dict[str, Any]) -> str:
+    from mock_overhead import GOAL_GRAPH
+
+    bare = _get(data, "graphs", GOAL_GRAPH.replace("-> lr ->", "-> a no-op estimator ->"), "after")
+    without = f"; without scikit-learn's call: {fmt(bare['overhead_us_per_step'], 1)} µs" if bare else ""
+    return f"<= 10 µs per step{without}"
+
+
+GOALS = [
+    Goal(
+        "streamserve >= 1.0x the best hand-written aiokafka chain's events/s, same hops",
+        "floor",
+        lambda data: _get(data, "ratios", "streamserve/aiokafka"),
+        lambda value: value >= 1.0,
+        lambda s: f"{fmt(s, 2)}x",
+        _floor_need("aiokafka", 1.0),
+    ),
+    Goal(
+        "streamserve >= 0.8x the confluent-kafka chain's events/s, same hops",
+        "floor",
+        lambda data: _get(data, "ratios", "streamserve/confluent"),
+        lambda value: value >= 0.8,
+        lambda s: f"{fmt(s, 2)}x",
+        _floor_need("confluent", 0.8),
+    ),
+    Goal(
+        "whole-deployment CPU per request at 1,000/s (workers + broker + load generator) halved",
+        "cost",
+        _cost,
+        lambda value: value <= 0.5,
+        _cost_show,
+        _cost_need,
+    ),
+    Goal(
+        "p99 <= 30 ms at 1,000 events/s through the iris lr path (pre -> router -> lr -> post)",
+        "latency",
+        _p99,
+        lambda value: value <= 30,
+        lambda s: f"{fmt(s, 1)} ms",
+        _p99_need,
+    ),
+    Goal(
+        ">= 10x the best MLServer configuration's events/s, same broker and model",
+        "peer",
+        lambda data: _get(data, "mlserver", "ratios", "streamserve/mlserver best"),
+        lambda value: value >= 10,
+        lambda s: f"{fmt(s, 1)}x ({_get(result('peer') or {}, 'mlserver', 'best')})",
+        _peer_need,
+    ),
+    Goal(
+        "mock server framework overhead <= 10 µs per step on the iris path (pre -> router -> lr -> post)",
+        "mock_overhead",
+        _mock,
+        lambda value: value <= 10,
+        lambda s: f"{fmt(s, 1)} µs",
+        _mock_need,
+    ),
+]
+
+
+def goals_table() -> dict[str, Any]:
+    """The goals as a table (the shape of a benchmark's tables)."""
+    return {
+        "title": "the goals, from the latest runs (median (min-max) of the runs)",
+        "headers": ["goal", "measured", "from", "", "to meet it"],
+        "rows": [goal.row() for goal in GOALS],
+    }
+
+
+def also_measured() -> list[str]:
+    """Other measurements of the goals' figures and the headline comparisons, as markdown lines."""
+    lines = []
+    floor, eos, peer = result("floor"), result("exactly_once"), result("peer")
+    p99s = []
+    if floor:
+        p99s.append(
+            f"floor.py (4 workers, after its backlog): {fmt(_get(floor, 'systems', 'streamserve', 'p99_ms'), 1)} ms"
+        )
+    if eos:
+        p99s.append(
+            f"exactly_once.py, at-least-once (4 workers, after its backlog): "
+            f"{fmt(_get(eos, 'systems', 'at_least_once', 'p99_ms'), 1)} ms"
+        )
+    if p99s:
+        lines.append(
+            "- p99 at 1,000/s on the lr path, measured elsewhere in the same report: " + "; ".join(p99s) + ". "
+            "latency.py runs all seven agents on a fresh deployment after a 1,000/s warm-up; the others measure "
+            "right after draining a backlog through the same workers."
+        )
+    if floor and _get(floor, "ratios", "streamserve/before"):
+        lines.append(
+            f"- events/s against the checkout before the runtime change ({floor.get('compare_tree')}), floor.py: "
+            f"{fmt(_get(floor, 'ratios', 'streamserve/before'), 2)}x."
+        )
+    if eos:
+        lines.append(f"- exactly-once / at-least-once events/s, exactly_once.py: {fmt(eos['ratio'], 2)}.")
+    if peer and _get(peer, "mlserver", "status") == "ok":
+        defaults = _get(peer, "mlserver", "ratios", "streamserve/mlserver defaults")
+        if defaults:
+            lines.append(f"- against MLServer's defaults (parallel_workers=1, no batching): {fmt(defaults, 1)}x.")
+    return lines
+
+
+def quotes() -> list[str]:
+    """Sentences the README may quote, each from this report."""
+    lines = []
+    floor, latency, peer, eos = result("floor"), result("latency"), result("peer"), result("exactly_once")
+    if floor and _get(floor, "ratios", "streamserve/aiokafka"):
+        lines.append(
+            f"- The iris lr path drains at {fmt(_get(floor, 'ratios', 'streamserve/aiokafka'), 2)}x the events/s of "
+            f"the same hops hand-written on aiokafka and {fmt(_get(floor, 'ratios', 'streamserve/confluent'), 2)}x "
+            "on confluent-kafka (bench/floor.py)."
+        )
+    if latency and _p99(latency):
+        lines.append(
+            f"- p99 at 1,000 events/s through the iris lr path: {fmt(_p99(latency), 1)} ms (bench/latency.py)."
+        )
+    if peer and _get(peer, "mlserver", "ratios", "streamserve/mlserver best"):
+        lines.append(
+            f"- A single lr step serves {fmt(_get(peer, 'mlserver', 'ratios', 'streamserve/mlserver best'), 1)}x the "
+            f"events/s of MLServer's best Kafka-mode configuration ({_get(peer, 'mlserver', 'best')}) (bench/peer.py)."
+        )
+    if eos:
+        lines.append(
+            f"- Exactly-once runs at {fmt(eos['ratio'], 2)}x at-least-once's events/s (bench/exactly_once.py)."
+        )
+    return lines
