@@ -184,15 +184,13 @@ def _json_loads(data: bytes) -> Any:
 
 
 def encode_envelope(event: Event) -> bytes:
-    """The event as it travels between steps: ``[version, uid, id, path, key, meta, body, origin]``
-    (``meta["src"]``, the reading agent's position, stays behind)."""
-    meta = event.meta
-    if "src" in meta:
-        meta = {k: v for k, v in meta.items() if k != "src"}
-    origin = event.origin
-    if origin is not None:
-        origin = (origin.value, origin.key, origin.headers, origin.partition, origin.offset, origin.timestamp)
-    return pack((ENVELOPE_VERSION, event.uid, event.id, event.path, event.key, meta, event.body, origin))
+    """The event as it travels between steps: ``[version, uid, id, path, key, meta, body, origin]``,
+    the origin packed once at the first hop and passed on as bytes."""
+    origin = event.wire_origin
+    if origin is None and event.origin is not None:
+        o = event.origin
+        origin = event.wire_origin = pack((o.value, o.key, o.headers, o.partition, o.offset, o.timestamp))
+    return pack((ENVELOPE_VERSION, event.uid, event.id, event.path, event.key, event.meta, event.body, origin))
 
 
 def decode_envelope(data: bytes | None, headers: dict[str, bytes | None]) -> Event:
@@ -201,16 +199,25 @@ def decode_envelope(data: bytes | None, headers: dict[str, bytes | None]) -> Eve
         version, uid, event_id, path, key, meta, body, origin = unpack(data or b"")
         if version != ENVELOPE_VERSION:
             raise ValueError(f"envelope version {version!r}, expected {ENVELOPE_VERSION}")
-        if not (isinstance(uid, str) and isinstance(event_id, str) and isinstance(path, str)):
-            raise ValueError("uid, id and path must be text")
-        if not isinstance(meta, dict) or not (key is None or isinstance(key, bytes)):
-            raise ValueError("meta must be a map and key bytes or nil")
-        if origin is not None:
-            value, okey, pairs, partition, offset, timestamp = origin
-            origin = Origin(value, okey, tuple((n, v) for n, v in pairs), partition, offset, timestamp)
+        if not (type(uid) is str and type(event_id) is str and type(path) is str and type(meta) is dict):
+            raise ValueError("uid, id and path must be text, meta a map")
+        if not (key is None or type(key) is bytes) or not (origin is None or type(origin) is bytes):
+            raise ValueError("key and origin must be bytes or nil")
     except Exception as exc:
         raise CodecError(f"malformed step envelope: {type(exc).__name__}: {exc!s:.200}") from exc
-    return Event(body, event_id, path, key, headers, meta, uid, origin)
+    return Event(body, event_id, path, key, headers, meta, uid, None, None, origin)
+
+
+def origin_of(event: Event) -> Origin | None:
+    """The request ``event`` came from (decoded from the envelope's bytes the first time it is
+    needed: a dead letter); None if it has none or it cannot be read."""
+    if event.origin is None and event.wire_origin is not None:
+        try:
+            value, key, pairs, partition, offset, timestamp = unpack(event.wire_origin)
+            event.origin = Origin(value, key, tuple((n, v) for n, v in pairs), partition, offset, timestamp)
+        except Exception:
+            return None
+    return event.origin
 
 
 def encode_response(body: Any, fmt: Format = "json") -> bytes:

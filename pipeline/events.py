@@ -56,10 +56,23 @@ class Event:
     meta: dict[str, Any] = field(default_factory=dict)
     uid: str = field(default_factory=new_event_id)
     origin: Origin | None = None
+    src: Position | None = None  # where the agent holding it read it (never sent on)
+    wire_origin: bytes | None = None  # ``origin`` as it travels between steps, decoded only when needed
 
     def derive(self, body: Any) -> Event:
         """The same event (identity, path, key, headers, meta) carrying a new body."""
-        return Event(body, self.id, self.path, self.key, self.headers, dict(self.meta), self.uid, self.origin)
+        return Event(
+            body,
+            self.id,
+            self.path,
+            self.key,
+            self.headers,
+            dict(self.meta),
+            self.uid,
+            self.origin,
+            self.src,
+            self.wire_origin,
+        )
 
     def copy(self) -> Event:
         """An independent copy for another branch: its own body (deep), headers and meta."""
@@ -72,6 +85,8 @@ class Event:
             copy.deepcopy(self.meta),
             self.uid,
             self.origin,
+            self.src,
+            self.wire_origin,
         )
 
 

@@ -102,7 +102,7 @@ class Join(Step):
         oldest open part would split (a restart there would redeliver only its later parts)."""
         held = [event for state in self._open.values() for event in state.events]
         floors: dict[tuple[str, int], int] = {}
-        for where, offset in (_position(event) for event in held if "src" in event.meta):
+        for where, offset in (_position(event) for event in held if event.src is not None):
             floors[where] = min(floors.get(where, offset), offset)
         settled, self._settled = self._settled, []
         for parts in sorted(settled, key=lambda parts: _position(parts[-1])[1], reverse=True):
@@ -118,7 +118,7 @@ class Join(Step):
 
     def release(self, keep: Keep) -> None:
         def kept(events: list[Event]) -> bool:
-            return all(keep(event.meta["src"]) for event in events if "src" in event.meta)
+            return all(keep(event.src) for event in events if event.src is not None)
 
         for uid in [uid for uid, state in self._open.items() if not kept(state.events)]:
             del self._open[uid]
@@ -128,18 +128,17 @@ class Join(Step):
 
     def _close(self, uid: str) -> Outcome:
         state = self._open.pop(uid)
-        positioned = all("src" in part.meta for part in state.events)  # read from a topic: offsets matter
+        positioned = all(part.src is not None for part in state.events)  # read from a topic: offsets matter
         if positioned:
             state.events.sort(key=lambda part: _position(part)[1])
             self._settled.append(list(state.events))
-        self._closed[uid] = state.events[0].meta["src"] if positioned else None
+        self._closed[uid] = state.events[0].src if positioned else None
         if len(self._closed) > self.remember:
             self._closed.popitem(last=False)
         first = state.events[0]
         missing = [part for part in self.expected if part not in state.results]
-        event = Event(
-            None, first.id, first.path, first.key, first.headers, _meta_without_join(first), first.uid, first.origin
-        )
+        event = first.derive(None)
+        event.meta = _meta_without_join(first)
         if len(state.results) < self.min_results:
             reasons = [f"{part}: {state.failures.get(part, 'no result in time')}" for part in missing]
             exc = StepError(
@@ -163,5 +162,5 @@ def _meta_without_join(event: Event) -> dict[str, Any]:
 
 def _position(event: Event) -> tuple[tuple[str, int], int]:
     """The (topic, partition) and offset the agent read ``event`` from."""
-    topic, partition, offset = event.meta["src"]
+    topic, partition, offset = event.src  # type: ignore[misc]
     return (topic, partition), offset

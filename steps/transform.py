@@ -108,7 +108,7 @@ class Dedupe(Step):
         for event in events:
             if event.uid in self._seen:
                 continue
-            self._seen[event.uid] = event.meta.get("src")
+            self._seen[event.uid] = event.src
             if len(self._seen) > self.capacity:
                 self._seen.popitem(last=False)
             outcomes.append(Emit(event))

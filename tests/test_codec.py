@@ -20,6 +20,7 @@ from pipeline.codec import (
     decode_response,
     encode_envelope,
     encode_response,
+    origin_of,
     pack,
     unpack,
 )
@@ -51,7 +52,7 @@ def test_envelope_round_trip_keeps_identity_path_key_meta_origin_and_body():
         {"format": "json", "part": "pre"},
         {"model": b"m"},
     )
-    assert back.origin == entered.origin and back.origin.value == request.value and back.origin.offset == 7
+    assert origin_of(back) == entered.origin and back.origin.value == request.value and back.origin.offset == 7
     np.testing.assert_array_equal(back.body["inputs"], np.eye(2))
     assert back.body["n"] == 3
 

@@ -16,6 +16,18 @@ from test_lifecycle import ROOT, SIGNALS, alive, default_signals, java_processes
 from pipeline.dirlock import remove_abandoned_dirs
 
 HELPERS = Path(__file__).parent / "helpers.py"
+STARTED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_survivors():
+    """Whatever a test leaves running (it failed half way) is killed: its children follow."""
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def children(pid: int) -> list[int]:
@@ -43,6 +55,7 @@ def run(tmp: Path, *arguments: str) -> tuple[subprocess.Popen[bytes], Path]:
         process = subprocess.Popen(
             command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT, preexec_fn=default_signals
         )
+    STARTED.append(process)
     return process, out
 
 
@@ -95,6 +108,7 @@ def demo(tmp: Path) -> tuple[subprocess.Popen[bytes], Path]:
             cwd=ROOT,
             preexec_fn=default_signals,
         )
+    STARTED.append(process)
     return process, out
 
 

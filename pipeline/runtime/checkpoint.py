@@ -112,7 +112,9 @@ class Checkpoint:
         where it moves forward."""
         offsets = dict(self.consumed)
         for event in self.step.held() or ():
-            where: Position = event.meta["src"]
+            where: Position | None = event.src
+            if where is None:
+                continue
             partition = (where[0], where[1])
             if partition in offsets and where[2] < offsets[partition]:
                 offsets[partition] = where[2]

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from pipeline.codec import origin_of
 from pipeline.events import ErrorRecord, Event, Origin
 from pipeline.runtime.sensors import Sensors
 from pipeline.runtime.transport import Header, Outgoing, Record
@@ -53,8 +54,8 @@ class DeadLetters:
 
     def for_event(self, event: Event, error: ErrorRecord) -> Outgoing:
         """A failed event: the request it came from, as it entered the graph."""
-        where = event.meta.get("src") or ("", -1, -1)
-        origin = event.origin or Origin(b"", event.key, tuple(event.headers.items()), -1, -1, 0)
+        where = event.src or ("", -1, -1)
+        origin = origin_of(event) or Origin(b"", event.key, tuple(event.headers.items()), -1, -1, 0)
         entered = (self.source, origin.partition, origin.offset)
         return self._letter(origin.value, origin.key, origin.headers, entered, where, event.uid, error)
 

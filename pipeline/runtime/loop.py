@@ -196,7 +196,7 @@ class AgentLoop:
                 except CodecError as exc:
                     outputs.append(self.dead_letters.for_record(record, exc))
                     continue
-                event.meta["src"] = (record.topic, record.partition, record.offset)
+                event.src = (record.topic, record.partition, record.offset)
                 events.append(event)
             count += len(batch)
             consumed[partition] = batch[-1].offset + 1

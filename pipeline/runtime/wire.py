@@ -36,8 +36,11 @@ class BytesWire:
         return decode_envelope(record.value, dict(record.headers))
 
     def encode(self, topic: str, event: Event) -> Outgoing:
-        headers = [(name, value) for name, value in event.headers.items() if name != "id"]
-        headers.append(("id", event.id.encode()))
+        headers = list(event.headers.items())
+        marked = event.id.encode()
+        if event.headers.get("id") != marked:  # set at the first hop; carried on from there
+            headers = [(name, value) for name, value in headers if name != "id"]
+            headers.append(("id", marked))
         if topic == self.sink:
             value = encode_response(event.body, event.meta.get("format", "json"))
             return Outgoing(topic, value, event.key, headers, event)
