@@ -21,10 +21,16 @@ class AgentSettings:
     max_batch_time_ms: int = 100  # poll wait when nothing is buffered; a batch is what arrived by then
     commit_interval_ms: int | None = 100  # at-least-once: outputs awaited, offsets committed this often
     batch_bytes: int = 16_384  # the producer's record batch size; a larger record is sent alone
-    linger_ms: int = 1
+    linger_ms: int = 5
     max_request_size: int = 1_048_576
     compression_type: str | None = None
     session_timeout_ms: int = 6_000
     heartbeat_interval_ms: int = 1_500
-    fetch_max_wait_ms: int = 500  # the broker answers as soon as a record arrives; this only saves idle polls
+    # Under traffic the broker answers a fetch once it holds fetch_min_bytes, or after fetch_max_wait_ms
+    # (fewer, larger requests); idle, it answers the first record and is asked every idle_fetch_wait_ms.
+    # Measured (bench/tuning.py, iris lr path at 1,000/s): the broker's CPU per event 530 -> 390 µs,
+    # the workers' 1,063 -> 678, p99 104 -> 67 ms, against answering every record at once with linger 1 ms.
+    fetch_max_wait_ms: int = 10
+    fetch_min_bytes: int = 2048
+    idle_fetch_wait_ms: int = 500
     instance: str = field(default_factory=default_instance)
