@@ -197,15 +197,18 @@ class Deployment(Target):
         instances: int = 1,
         tree: Path | None = None,
         settings: dict[str, Any] | None = None,
+        fuse: bool = False,
     ) -> None:
-        self.bootstrap, self.instances = bootstrap, instances
+        self.bootstrap, self.instances, self.fuse = bootstrap, instances, fuse
         self.tree, self.settings = (tree.resolve() if tree else None), dict(settings or {})
         self.name = fresh_name(factory.removesuffix("_graph"))
-        self.plan = build_plan(getattr(graphs, factory)(self.name))
+        self.graph = getattr(graphs, factory)(self.name)
+        self.plan = build_plan(self.graph, fuse=fuse)
         self.agents = list(agents or [agent.name for agent in self.plan.agents])
         self.source, self.sink, self.dlq = self.plan.source, self.plan.sink, self.plan.dlq
         self.entry = next(agent.name for agent in self.plan.agents if agent.input == self.source)
-        self.label = f"streamserve {factory} ({', '.join(self.agents)}; {instances} worker(s) each)"
+        fused = ", fused" if fuse else ""
+        self.label = f"streamserve {factory}{fused} ({', '.join(self.agents)}; {instances} worker(s) each)"
         if self.tree:
             self.label += f" @ {checkout(self.tree)}"
         if self.settings:
@@ -216,7 +219,7 @@ class Deployment(Target):
 
     def _worker_command(self, name: str, instance: int) -> list[str]:
         """``streamserve run`` for one agent; bench/worker.py with settings or another checkout."""
-        where = ["--bootstrap", self.bootstrap, "--instance", str(instance)]
+        where = ["--bootstrap", self.bootstrap, "--instance", str(instance), *(["--fuse"] if self.fuse else [])]
         if self.tree is None and not self.settings:
             return [sys.executable, "-m", "pipeline.cli", "run", self.reference, "--step", name, *where]
         setting = ",".join(f"{key}={value}" for key, value in self.settings.items())
@@ -229,7 +232,7 @@ class Deployment(Target):
 
     def _create_topics(self) -> None:
         if self.tree is None:
-            ensure_topics(self.bootstrap, self.plan)
+            ensure_topics(self.bootstrap, build_plan(self.graph))  # every topic, fused or not
             return
         # The other checkout creates its own topics, as its deployments would.
         done = subprocess.run(

@@ -34,8 +34,9 @@ from common import ROOT, Deployment, Target, checkout, iris_requests, kafka, num
 from measure import cpu_table, ratios, run_system, runs_table, summarise, throughput_table
 from stats import fmt, orders, rounds_for
 
-SYSTEMS = ("streamserve", "aiokafka", "confluent")
+SYSTEMS = ("streamserve", "aiokafka", "confluent", "fused")
 LR_PATH = ["pre", "models", "lr", "post"]
+FUSED_LR_PATH = ["pre", "lr"]  # `--fuse`: models runs inside pre, post inside lr: two hops, not the same hops
 
 
 def target(system: str, bootstrap: str, args: Any) -> Target:
@@ -43,6 +44,8 @@ def target(system: str, bootstrap: str, args: Any) -> Target:
     if system in ("aiokafka", "confluent"):
         return Chain(bootstrap, system, args.overrides)  # type: ignore[arg-type]
     tree = args.compare_tree if system == "before" else None
+    if system == "fused":
+        return Deployment(bootstrap, "iris_graph", agents=FUSED_LR_PATH, settings=args.overrides, fuse=True)
     deployment = Deployment(bootstrap, "iris_graph", agents=LR_PATH, tree=tree, settings=args.overrides)
     if args.compare_tree and tree is None:  # name both checkouts when two are compared
         deployment.label += f" @ {checkout(ROOT)}"
@@ -76,7 +79,7 @@ def main() -> None:
     unknown = set(systems) - set(SYSTEMS)
     if unknown:
         cli.error(f"unknown systems {sorted(unknown)}; known: {', '.join(SYSTEMS)}")
-    skipped = {system: missing(system) for system in systems if system != "streamserve" and missing(system)}
+    skipped = {system: missing(system) for system in systems if system in ("aiokafka", "confluent") and missing(system)}
     systems = [system for system in systems if system not in skipped] + (["before"] if args.compare_tree else [])
     rounds = rounds_for(len(systems), args.rounds, quick=args.quick)
     runs: list[dict] = []

@@ -299,7 +299,32 @@ def main() -> None:
     results = {"batch": args.batch, "quick": args.quick, "clock": args.clock, "summary": summary}
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"clock: {args.clock}")
-    print(table(summary, args.batch))
+    markdown = table(summary, args.batch)
+    print(markdown)
+    if Path(args.out) == BENCH / "results" / "frameworks.json":  # the report's format too (run_all.py)
+        from common import save
+
+        save("frameworks", args, as_tables(markdown), summary=summary, batch=args.batch, clock=args.clock)
+
+
+def as_tables(markdown: str) -> list[Any]:
+    """The Markdown of :func:`table` as the report's tables: the text before each table is its title,
+    the text after it its note."""
+    from common import Table
+
+    tables: list[Any] = []
+    title = ""
+    for block in markdown.split("\n\n"):
+        lines = block.strip().splitlines()
+        if lines and lines[0].startswith("|"):
+            cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+            tables.append(Table(title, cells[0], [row for row in cells[2:]]))
+            title = ""
+        elif tables and not tables[-1].note and not title:
+            tables[-1].note = block.strip()
+        else:
+            title = block.strip()
+    return tables
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from pipeline.client import consume
 
 SCENARIOS = {
     "lr": "model lr: pre -> router -> lr -> post, the floor's path",
+    "lr fused": "model lr, deployed with --fuse: [pre, router] -> [lr, post], two hops",
     None: "lr/rf/vote mix: a third each; vote fans out to lr and rf and joins",
 }
 
@@ -115,7 +116,9 @@ def agent_delays(deployment: Deployment, loads: dict[str, set[str]]) -> dict[str
 def one_run(bootstrap: str, broker_pid: int | None, model: str | None, points: list, seconds: float, index: int):
     """One fresh deployment through every load of ``points`` (``(label, rate, count)``): results per load."""
     results: dict[str, dict[str, Any]] = {}
-    with Deployment(bootstrap, "iris_graph") as deployment:
+    fuse = bool(model and model.endswith("fused"))
+    model = model.split()[0] if model else None
+    with Deployment(bootstrap, "iris_graph", fuse=fuse) as deployment:
         print(f"{deployment.label}: warming up ...", flush=True)
         warm_up(deployment, iris_requests(30, seed=1))
         # Unmeasured: the first seconds of traffic through fresh topics and workers are slower than the rest.

@@ -35,10 +35,11 @@ BENCHMARKS = [
     ("peer", "MLServer 1.7 in Kafka mode, tuned, on the same broker; MLRun's mock server against ours"),
     ("hotpath", "py-spy profiles of agent workers under load; producer and codec costs per event"),
     ("mock_overhead", "mock-server framework overhead per step, in-process"),
+    ("frameworks", "the built-in model servers' own cost per event over each framework's predict, batched and not"),
     ("soak", "the iris graph at a fixed rate for 10 minutes: memory growth, nothing lost, p99 per minute"),
 ]
 COMPARES_TREES = {"floor", "cost", "mock_overhead"}
-NO_BROKER = {"mock_overhead"}
+NO_BROKER = {"mock_overhead", "frameworks"}
 
 
 def run(name: str, args: Any) -> dict[str, Any]:

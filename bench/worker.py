@@ -27,6 +27,7 @@ def main() -> None:
     cli.add_argument("--instance", default="0")
     cli.add_argument("--tree", type=Path, default=BENCH.parent, help="the streamserve checkout to run")
     cli.add_argument("--set", default="", help="AgentSettings overrides, name=value[,name=value...]")
+    cli.add_argument("--fuse", action="store_true", help="run the fused plan (as `streamserve run --fuse`)")
     args = cli.parse_args()
     sys.path.insert(0, str(args.tree.resolve()))
 
@@ -43,7 +44,7 @@ def main() -> None:
     instance_default = settings_class().instance
     instance = args.instance if isinstance(instance_default, str) else int(args.instance)
     settings = settings_class(**{**typed, "instance": instance})
-    plan = build_plan(load_graph(args.graph))
+    plan = build_plan(load_graph(args.graph), **({"fuse": True} if args.fuse else {}))
     asyncio.run(run_agents(plan, args.bootstrap, args.step, settings))
 
 
