@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from pipeline.codec import origin_of
 from pipeline.runtime.sensors import Sensors
 from pipeline.runtime.transport import TopicPartition
 from steps.base import Step
@@ -138,14 +139,9 @@ class Metrics(Sensors):
             if record.topic == self.dlq:
                 continue
             emitted += 1
-            event = record.source
-            if (
-                record.topic == self.sink
-                and event is not None
-                and event.origin is not None
-                and event.origin.timestamp > 0
-            ):
-                latency.observe(max(0.0, now_ms - event.origin.timestamp) / 1000)
+            origin = origin_of(record.source) if record.topic == self.sink and record.source is not None else None
+            if origin is not None and origin.timestamp > 0:
+                latency.observe(max(0.0, now_ms - origin.timestamp) / 1000)
         if emitted:
             self.emitted.labels(self.graph, agent).inc(emitted)
 

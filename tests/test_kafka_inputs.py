@@ -4,6 +4,8 @@ outputs, duplicates filtered at the sink, and exactly-once under a crash."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -143,3 +145,32 @@ def test_exactly_once_output_survives_a_killed_worker(kafka, deployment):
     counts = asyncio.run(_count_answers(kafka, plan.sink, {r.id for r in requests}, grace_s=5, read_committed=True))
     assert len(counts) == len(requests), f"{len(requests) - len(counts)} requests unanswered"
     assert set(counts.values()) == {1}, f"duplicates: {sum(c - 1 for c in counts.values())}"
+
+
+def test_exactly_once_replicas_from_identical_command_lines_do_not_fence_each_other(kafka, tmp_path, monkeypatch):
+    """Two `streamserve run --step echo` with the same arguments (no --instance), as compose or a
+    Deployment's replicas start them: each gets its own identity, so both transact and answer."""
+    monkeypatch.setenv("STREAMSERVE_TEST_RUN", str(time.time_ns()))
+    reference = f"{GRAPHS}:exactly_once_graph"
+    plan = build_plan(load_graph(reference))
+    ensure_topics(kafka, plan)
+    command = [sys.executable, "-m", "pipeline.cli", "run", reference, "--bootstrap", kafka]
+    logs = [open(tmp_path / f"{i}.log", "wb") for i in range(3)]
+    router = subprocess.Popen([*command, "--step", "models"], stdout=logs[0], stderr=subprocess.STDOUT)
+    replicas = [
+        subprocess.Popen([*command, "--step", "echo"], stdout=log, stderr=subprocess.STDOUT) for log in logs[1:]
+    ]
+    try:
+        requests = [Request({"inputs": [[1000 + i, 1]]}, key=f"k{i}".encode()) for i in range(400)]
+        asyncio.run(produce(kafka, plan.source, requests))
+        counts = asyncio.run(_count_answers(kafka, plan.sink, {r.id for r in requests}, grace_s=3, read_committed=True))
+        assert counts == {r.id: 1 for r in requests}
+        assert all(p.poll() is None for p in replicas), "a replica stopped (fenced?)"
+        texts = [(tmp_path / f"{i}.log").read_text() for i in (1, 2)]
+        assert all("assigned" in text for text in texts) and not any("Fenced" in text for text in texts)
+    finally:
+        for process in [router, *replicas]:
+            process.terminate()
+            process.wait(30)
+        for log in logs:
+            log.close()
