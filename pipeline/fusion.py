@@ -4,23 +4,31 @@ its events skip a Kafka hop. The graph stays the same; the plan has fewer agents
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 
-from pipeline.events import Event
+from pipeline.codec import pack, unpack
+from pipeline.errors import StepError
+from pipeline.events import ErrorRecord, Event
 from pipeline.plan import Agent, Plan
-from steps.base import Emit, Keep, Outcome, Step
+from steps.base import Emit, Fail, Keep, Outcome, Step
+
+logger = logging.getLogger(__name__)
 
 
 class Chain(Step):
     """``first``, then ``then`` on every event ``first`` sends on to its successors; events
-    tagged for a join, failures and answers bypass ``then``, as they would over Kafka."""
+    tagged for a join, failures and answers bypass ``then``, as they would over Kafka.
+
+    Between the two, each body goes through the inter-step codec as a Kafka hop would take it
+    (numpy scalars become numbers, tuples lists, arrays private copies), and a crash of ``then``
+    fails only the events it was given: fused and unfused deployments answer alike."""
 
     def __init__(self, first: Step, then: Step) -> None:
         self.first, self.then = first, then
         self.name = first.name
-        deadlines = [d for d in (first.deadline_ms, then.deadline_ms) if d is not None]
-        self.deadline_ms = min(deadlines) if deadlines else None
+        self.deadline_ms = first.deadline_ms  # a step with a deadline of its own is never fused
         self.keyed_by_id = first.keyed_by_id
 
     def setup(self) -> None:
@@ -45,22 +53,40 @@ class Chain(Step):
     def parts(self) -> Sequence[Step]:
         return self.then.parts()
 
+    def fail(self, event: Event, exc: BaseException) -> Outcome:
+        return self.first.fail(event, exc)
+
     def _onward(self, outcomes: list[Outcome]) -> list[Outcome]:
         passing: list[Event] = []
         kept: list[Outcome] = []
         for outcome in outcomes:
-            if isinstance(outcome, Emit) and outcome.route is None and "join" not in outcome.event.meta:
-                passing.append(outcome.event)
-            else:
+            event = outcome.event
+            if not (isinstance(outcome, Emit) and outcome.route is None and "join" not in event.meta):
                 kept.append(outcome)
-        return kept + (self.then.process(passing) if passing else [])
+                continue
+            try:
+                event.body = unpack(pack(event.body))
+            except Exception as exc:  # what the unfused agent could not have sent either
+                error = StepError(f"step {self.first.name!r} produced an output that cannot be sent: {exc!s:.300}")
+                kept.append(Fail(event, ErrorRecord.from_exception(event.id, self.first.name, error)))
+                continue
+            passing.append(event)
+        if not passing:
+            return kept
+        try:
+            return kept + self.then.process(passing)
+        except Exception as exc:  # as the unfused agent of ``then`` would: its own events fail
+            logger.exception("step %s failed a whole batch of %d events", self.then.name, len(passing))
+            return kept + [self.then.fail(event, StepError(f"step crashed: {exc!r}")) for event in passing]
 
 
 def fusable(step: Step) -> bool:
-    """Whether ``step`` can run inside the agents that feed it: it keeps no state across events."""
+    """Whether ``step`` can run inside the agents that feed it: it keeps no state across events
+    and has no deadline of its own (which would have to cover its feeder's time too)."""
     kind = type(step)
     return (
         not step.keyed_by_id
+        and step.deadline_ms is None
         and kind.held is Step.held
         and kind.expire is Step.expire
         and kind.release is Step.release

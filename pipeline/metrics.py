@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from pipeline.codec import origin_of
+from pipeline.fusion import Chain
 from pipeline.runtime.sensors import Sensors
 from pipeline.runtime.transport import TopicPartition
 from steps.base import Step
@@ -106,8 +107,9 @@ class Metrics(Sensors):
             registry=r,
         )
         self.up = Gauge("streamserve_agent_up", "1 while the agent polls its input topic", LABELS, registry=r)
-        self._holds = {a.name: type(a.step).held is not Step.held for a in plan.agents}
-        r.register(_JoinsOpen(self.graph, {a.name: a.step for a in plan.agents if isinstance(a.step, Join)}))
+        heads = {a.name: _head(a.step) for a in plan.agents}
+        self._holds = {name: type(step).held is not Step.held for name, step in heads.items()}
+        r.register(_JoinsOpen(self.graph, {name: step for name, step in heads.items() if isinstance(step, Join)}))
         self.owned: dict[str, set[TopicPartition]] = {}
         self._lagging: set[tuple[str, str, str]] = set()
 
@@ -220,6 +222,13 @@ class Metrics(Sensors):
             with contextlib.suppress(KeyError):
                 self.lag.remove(self.graph, *labels)
         self._lagging = seen
+
+
+def _head(step: Step) -> Step:
+    """The step an agent runs first: itself, or the first of a fused chain."""
+    while isinstance(step, Chain):
+        step = step.first
+    return step
 
 
 class _JoinsOpen(Collector):

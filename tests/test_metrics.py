@@ -177,9 +177,10 @@ def test_ready_once_every_agent_joined_and_polls_again_after_a_restart() -> None
     assert health.ready
 
 
-def test_filtered_events_and_join_metrics_without_a_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("fuse", [False, True], ids=["unfused", "fused"])
+def test_filtered_events_and_join_metrics_without_a_broker(monkeypatch: pytest.MonkeyPatch, fuse: bool) -> None:
     monkeypatch.setenv("STREAMSERVE_TEST_RUN", "")
-    plan = build_plan(observed_graph())
+    plan = build_plan(observed_graph(), fuse=fuse)  # fused, `keep` runs the router too
     metrics = Metrics(plan)
     events = [Event({"x": n}, uid=f"u{n}") for n in range(5)]
     metrics.stepped("keep", events, [Emit(events[0]), Emit(events[3])])

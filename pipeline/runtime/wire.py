@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from pipeline.codec import decode_envelope, decode_request, encode_envelope, encode_response, request_event
+from pipeline.codec import (
+    decode_envelope,
+    decode_request,
+    encode_envelope,
+    encode_response,
+    pack,
+    request_event,
+    unpack,
+)
 from pipeline.events import Event
 from pipeline.runtime.transport import Outgoing, Record
 
@@ -53,9 +61,10 @@ class BytesWire:
 
 class ObjectWire(BytesWire):
     """Requests arrive as bodies (no bytes: a dead letter carries none); between steps the
-    event objects travel as they are.
-    An event body sent a second time in one batch (branches, ensemble members) is deep-copied,
-    so each branch owns its body, as each consumer of a Kafka topic does."""
+    event objects travel, each body through the inter-step codec, so the next step gets what a
+    Kafka hop delivers (its own copy; numbers for numpy scalars, lists for tuples) and a body
+    that Kafka could not carry fails here too. An event sent a second time in one batch
+    (branches) is copied, so each branch owns its headers and meta, as over Kafka."""
 
     def __init__(self, source: str, sink: str, id_keyed: frozenset[str]) -> None:
         super().__init__(source, sink, id_keyed)
@@ -67,12 +76,15 @@ class ObjectWire(BytesWire):
         return record.value
 
     def encode(self, topic: str, event: Event) -> Outgoing:
-        if id(event.body) in self._sent:
+        if topic == self.sink:
+            return Outgoing(topic, event.body, event.key, [], event)
+        if id(event) in self._sent:
             event = event.copy()
         else:
-            self._sent.add(id(event.body))
+            self._sent.add(id(event))
+        event.body = unpack(pack(event.body))
         key = event.uid.encode() if topic in self.id_keyed else event.key
-        return Outgoing(topic, event.body if topic == self.sink else event, key, [], event)
+        return Outgoing(topic, event, key, [], event)
 
     def next_batch(self) -> None:
         self._sent.clear()
