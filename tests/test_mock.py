@@ -10,6 +10,7 @@ from sklearn.datasets import load_iris
 
 from examples.iris.iris import build, model_dir
 from pipeline import Graph, ProtocolError
+from pipeline.mock import MockRequest
 from steps import Filter, VotingEnsemble
 
 
@@ -119,6 +120,17 @@ def test_branches_meet_in_a_join_and_filters_drop_events():
     server = graph.to_mock_server()
     assert server.test(body={"x": 1}) == {"x": 2, "ten": 20, "neg": -2}
     assert server.test(body={"x": 2}) is None
+
+
+def test_a_body_result_path_cannot_hold_fails_that_request_alone():
+    graph = Graph("paths")
+    graph.to("size", len, result_path="r")
+    requests = [MockRequest({"id": "a", "x": 1}), MockRequest([1, 2, 3]), MockRequest({"id": "b", "y": 2, "z": 3})]
+    answers, errors = graph.to_mock_server().test_many(requests)
+    assert answers == [{"id": "a", "x": 1, "r": 2}, {"id": "b", "y": 2, "z": 3, "r": 3}]
+    assert [(e["step"], e["error_type"], e["error"]) for e in errors] == [
+        ("size", "StepError", "result_path 'r' needs a dict body, got list")
+    ]
 
 
 def test_branches_without_join_each_reach_the_sink():
