@@ -175,6 +175,20 @@ def test_batched_answers_are_the_answers_each_request_gets_alone(kind):
         assert got["int3"]["outputs"] == [[1, 2, 3]] and got["scale-float"]["outputs"] == [[2.0, 3.0]]
 
 
+@pytest.mark.kafka
+def test_over_kafka_batched_answers_are_the_answers_each_request_gets_alone(kafka, monkeypatch, tmp_path):
+    monkeypatch.setenv("STREAMSERVE_TEST_RUN", str(time.time_ns()))
+    reference = f"{GRAPHS}:batching_graph"
+    plan = build_plan(load_graph(reference))
+    expected = _alone(BATCHING_REQUESTS)
+    ensure_topics(kafka, plan)
+    sent = [Request(dict(body)) for body in BATCHING_REQUESTS]
+    got, failed = kafka_answers(kafka, reference, plan, sent, set(expected), tmp_path / "worker.log")
+    assert {key: json.dumps(answer) for key, answer in comparable(got, failed).items()} == {
+        key: json.dumps(answer) for key, answer in expected.items()
+    }
+
+
 def test_flow_paths_before_context_names_and_async_handlers():
     def times_two(x):
         return x * 2
