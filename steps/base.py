@@ -162,7 +162,11 @@ class TaskStep(Step):
             elif isinstance(result, Event):
                 outcomes.append(Emit(result))
             elif result is not None:
-                event.body = self._set_in(event.body, self.result_path, result) if self.result_path else result
+                try:  # a body result_path cannot hold fails this event alone, not its batch
+                    event.body = self._set_in(event.body, self.result_path, result) if self.result_path else result
+                except Exception as exc:
+                    outcomes.append(self.fail(event, exc))
+                    continue
                 outcomes.append(Emit(event))  # the event is this step's own: no copy needed
         return outcomes
 

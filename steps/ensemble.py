@@ -64,8 +64,14 @@ class Ensemble(Step):
     def joiner(self) -> Join:
         """The join step that turns member responses into the ensemble's response."""
         if self._joiner is None or self._joiner.name != f"{self.name}.join":
+            from pipeline.plan import agent_name  # not at the top: pipeline.plan imports the steps
+
             self._joiner = Join(
-                self.members, merge=self._respond, min_results=self.min_results, timeout_ms=self.timeout_ms
+                self.members,
+                merge=self._respond,
+                tags={member: agent_name(member) for member in self.members},  # "m:v2" answers as "m.v2"
+                min_results=self.min_results,
+                timeout_ms=self.timeout_ms,
             )
             self._joiner.name = f"{self.name}.join"
         return self._joiner

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +45,10 @@ class Join(Step):
     ``min_results`` (default: all parts) is how many successful parts a merge
     needs; a result built from fewer parts than configured lists the missing
     ones under ``parameters.missing``. A part whose step failed arrives as an
-    event with ``meta["failed"]`` and counts as missing.
+    event with ``meta["failed"]`` and counts as missing. Parts arrive tagged
+    ``meta["part"]``: the part's name, or its tag in ``tags`` (``{part: tag}``, e.g. an
+    ensemble member ``m:v2`` whose agent tags its answers ``m.v2``); results, ``missing``
+    and errors name parts as ``parts`` does.
     """
 
     keyed_by_id = True
@@ -55,12 +58,15 @@ class Join(Step):
         parts: Sequence[str],
         *,
         merge: Merge = merge_bodies,
+        tags: Mapping[str, str] | None = None,
         min_results: int | None = None,
         timeout_ms: int = 5_000,
         max_pending: int = 100_000,
         remember: int = 100_000,
     ) -> None:
         self.expected = tuple(parts)
+        tags = tags or {}
+        self._parts = {tags.get(part, part): part for part in self.expected}  # meta["part"] -> part
         self.merge = merge
         self.min_results = len(self.expected) if min_results is None else min_results
         self.timeout = timeout_ms / 1000
@@ -74,8 +80,8 @@ class Join(Step):
         outcomes: list[Outcome] = []
         now = time.monotonic()
         for event in events:
-            part = event.meta.get("part")
-            if event.uid in self._closed or part not in self.expected:
+            part = self._parts.get(event.meta.get("part"))  # type: ignore[arg-type]
+            if event.uid in self._closed or part is None:
                 continue  # a redelivered part of a finished join, or not ours
             state = self._open.get(event.uid)
             if state is None:

@@ -30,10 +30,12 @@ class ModelServer(Step):
     that would replace a method).
 
     Batching: events of one batch whose requests hold rows (``inputs`` a list of rows, or a 2-D
-    array) and agree on every field but ``inputs`` and ``id`` are predicted in one call on the
-    stacked rows, and each gets its own rows' outputs. Anything else (a flat data point, dict
-    inputs, differing fields, outputs that are not one per row) is predicted request by
-    request, so batching never changes an answer. A model whose ``predict`` reads the request's
+    array) of one layout (arrays: the same dtype and row shape; lists: the same row shape and
+    value types) and agree, type for type, on every field but ``inputs`` and ``id`` (``1``,
+    ``1.0`` and ``True`` differ) are predicted in one call on the stacked rows, and each gets
+    its own rows' outputs. Anything else (a flat data point, dict inputs, rows of another
+    layout, differing fields, outputs that are not one per row, a call that fails) is predicted
+    request by request, so batching never changes an answer. A model whose ``predict`` reads the request's
     ``id`` sets ``batching = False``. ``load_mode = "async"`` loads in the background; requests
     wait up to ``ready_timeout_s`` for it.
     """
@@ -214,11 +216,14 @@ class ModelServer(Step):
             done[index].append(self._answer(event, outputs))
             return
         parts = [rows(inputs) for _, _, _, inputs in group]
-        arrays = all(isinstance(part, np.ndarray) for part in parts)
-        stacked = np.concatenate(parts) if arrays else [row for part in parts for row in part]
-        request = {key: value for key, value in group[0][2].items() if key not in _BATCH_FREE}
-        request["inputs"] = stacked
-        try:
+        try:  # parts of one layout (_groups): stacking them changes no row
+            if isinstance(parts[0], np.ndarray):
+                stacked = np.concatenate(parts)
+            else:
+                stacked = [row for part in parts for row in part]
+                stacked = tuple(stacked) if isinstance(parts[0], tuple) else stacked
+            request = {key: value for key, value in group[0][2].items() if key not in _BATCH_FREE}
+            request["inputs"] = stacked
             outputs = self.predict(request)
             per_row = isinstance(outputs, (list, tuple, np.ndarray)) and len(outputs) == len(stacked)
         except Exception:
@@ -283,17 +288,56 @@ class ModelServer(Step):
 
 
 def _groups(pending: list[tuple[int, Event, Any, Any]]) -> list[list[tuple[int, Event, Any, Any]]]:
-    """``pending`` requests grouped by everything but their ``inputs`` and ``id`` being equal."""
-    groups: list[tuple[dict[str, Any], list[tuple[int, Event, Any, Any]]]] = []
+    """``pending`` requests grouped by the layout of their rows (:func:`_layout`) and by every
+    field but ``inputs`` and ``id``, type for type (:func:`_same`): a group's rows stacked are
+    what each request alone would give ``predict``. A request whose rows have no one layout is
+    a group of its own."""
+    groups: list[tuple[Any, dict[str, Any], list[tuple[int, Event, Any, Any]]]] = []
     for item in pending:
+        layout = _layout(rows(item[3]))
         rest = {key: value for key, value in item[2].items() if key not in _BATCH_FREE}
-        for shared, members in groups:
-            if _same(shared, rest):
+        for shape, shared, members in groups if layout is not None else ():
+            if shape == layout and _same(shared, rest):
                 members.append(item)
                 break
         else:
-            groups.append((rest, [item]))
-    return [members for _, members in groups]
+            groups.append((layout, rest, [item]))
+    return [members for _, _, members in groups]
+
+
+def _layout(inputs: Any) -> Any:
+    """What stacking ``inputs`` with other rows must keep: an array's dtype and row shape, or a
+    list's type, row shape and the types of its rows and values (a model that makes an array of
+    int rows stacked with float rows would see floats); None for rows of no one shape."""
+    if isinstance(inputs, np.ndarray):
+        return None if inputs.dtype.kind == "O" else (np.ndarray, inputs.dtype.str, inputs.shape[1:])
+    kinds: set[Any] = set()
+    shapes = {_shape(row, kinds) for row in inputs}
+    if len(shapes) != 1 or None in shapes:
+        return None
+    return type(inputs), shapes.pop(), frozenset(kinds)
+
+
+def _shape(value: Any, kinds: set[Any]) -> tuple[int, ...] | None:
+    """The nested shape of ``value``, adding its type and its values' types (an array's dtype) to
+    ``kinds``; None when ragged or an array of objects."""
+    kinds.add(type(value))
+    if isinstance(value, np.ndarray):
+        kinds.add(value.dtype.str)
+        return None if value.dtype.kind == "O" else value.shape
+    if not isinstance(value, (list, tuple)):
+        return ()
+    types = set(map(type, value))
+    if not any(issubclass(kind, _NESTED) for kind in types):  # a row of scalars, the usual case
+        kinds.update(types)
+        return (len(value),)
+    inner = {_shape(item, kinds) for item in value}
+    if len(inner) != 1 or None in inner:
+        return None
+    return (len(value), *inner.pop())  # type: ignore[misc]
+
+
+_NESTED = (list, tuple, np.ndarray)
 
 
 def _chunks(group: list[tuple[int, Event, Any, Any]], limit: int | None) -> list[list[tuple[int, Event, Any, Any]]]:
@@ -313,8 +357,18 @@ def _chunks(group: list[tuple[int, Event, Any, Any]], limit: int | None) -> list
     return chunks
 
 
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def _same(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` hold equal values of the same types throughout: ``1``, ``1.0``
+    and ``True`` differ, so a request never shares a call with one that only compares equal."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return _same(list(a), list(b)) and all(_same(a[key], b[key]) for key in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and a.shape == b.shape and bool(np.array_equal(a, b))
     try:
         return bool(a == b)
-    except (ValueError, TypeError):  # arrays compare element-wise: not the same request
+    except (ValueError, TypeError):
         return False

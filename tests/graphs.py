@@ -178,3 +178,49 @@ def mlrun_graph() -> Graph:
     router.add_model("p1", Predictions, multiplier=1).add_model("p2", Predictions, multiplier=3)
     router.add_model("mean", VotingEnsemble(["p1", "p2"], vote="regression", prediction_col_name="predictions"))
     return graph
+
+
+class AsOneArray(ModelServer):
+    """Makes one array of the call's rows (as most models do) times ``scale``; records each call's
+    row count. Stacking an int row with a float one, or 1 with 1.0, would change its answer."""
+
+    def load(self) -> None:
+        self.calls: list[int] = []
+
+    def predict(self, body: dict[str, Any]) -> list:
+        self.calls.append(len(body["inputs"]))
+        rows = np.asarray(body["inputs"])
+        scale = body.get("scale")
+        return (rows if scale is None else rows * np.asarray(scale)).tolist()
+
+
+def _tensor(shape: list[int], data: list[Any]) -> dict[str, Any]:
+    return {"inputs": [{"name": "x", "shape": shape, "data": data}]}
+
+
+BATCHING_REQUESTS: list[dict[str, Any]] = [
+    {"id": "int3", **_tensor([1, 3], [1, 2, 3])},
+    {"id": "int4", **_tensor([1, 4], [1, 2, 3, 4])},  # another row shape: cannot stack with int3
+    {"id": "float3", **_tensor([1, 3], [1.5, 2.5, 3.5])},
+    {"id": "int3-again", **_tensor([2, 3], [4, 5, 6, 7, 8, 9])},  # stacks with int3
+    {"id": "text", **_tensor([1, 2], ["a", "b"])},
+    {"id": "ints", "inputs": [[1, 2]]},
+    {"id": "floats", "inputs": [[1.5, 2.5]]},
+    {"id": "bools", "inputs": [[True, False]]},
+    {"id": "ints-again", "inputs": [[3, 4], [5, 6]]},  # stacks with ints
+    {"id": "wide", "inputs": [[1, 2, 3]]},
+    {"id": "nested", "inputs": [[[1, 2], [3, 4]]]},
+    {"id": "scale-int", "inputs": [[2, 3]], "scale": 1},
+    {"id": "scale-float", "inputs": [[2, 3]], "scale": 1.0},
+    {"id": "scale-bool", "inputs": [[2, 3]], "scale": True},
+    {"id": "scale-list-int", "inputs": [[2, 3]], "scale": [1, 2]},
+    {"id": "scale-list-float", "inputs": [[2, 3]], "scale": [1, 2.0]},
+    {"id": "scale-int-again", "inputs": [[4, 5]], "scale": 1},  # stacks with scale-int
+]
+
+
+def batching_graph() -> Graph:
+    """router -> AsOneArray: requests a stacked call must not mix (BATCHING_REQUESTS)."""
+    graph = Graph(run_name("batching"))
+    graph.to_router("models", default="rows").add_model("rows", AsOneArray)
+    return graph

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from graphs import Multiplier, caught, mlrun_graph, raiser
+from graphs import BATCHING_REQUESTS, Multiplier, batching_graph, caught, mlrun_graph, raiser
 from test_parity import comparable, kafka_answers
 
 from pipeline import Graph, GraphError, ProtocolError, StepError
@@ -136,6 +136,57 @@ def test_batching_never_changes_what_predict_sees():
     server = graph.to_mock_server()
     answers, _ = server.test_many([MockRequest({"id": f"r{s}", "inputs": [[10]], "scale": s}) for s in (5, 50)])
     assert sorted(a["outputs"] for a in answers) == [[50], [500]]
+
+
+def _alone(requests: list[dict]) -> dict:
+    """What each request gets sent on its own (a batch of one), by id."""
+    server = batching_graph().to_mock_server(strict=True)
+    alone = [server.test(body=dict(body)) for body in requests]
+    return comparable([a for a in alone if "error" not in a], [a for a in alone if "error" in a])
+
+
+def _batched(requests: list[dict]) -> tuple[dict, list[int]]:
+    """What each request gets sent with all the others (in one batch), by id; the calls' row counts."""
+    server = batching_graph().to_mock_server(strict=True)
+    answers, errors = server.test_many([MockRequest(dict(body)) for body in requests])
+    assert errors == []
+    return comparable(answers, errors), server.plan.agent("rows").step.calls
+
+
+SUBSETS = {  # a batch of every request hides mixes behind rows that cannot stack at all
+    "all": None,
+    "tensors": ["int3", "int4", "float3", "int3-again", "text"],
+    "int-float-tensors": ["int3", "float3", "int3-again"],
+    "int-float-lists": ["ints", "floats", "bools", "ints-again"],
+    "fields": ["scale-int", "scale-float", "scale-bool", "scale-list-int", "scale-list-float", "scale-int-again"],
+}
+
+
+@pytest.mark.parametrize("kind", list(SUBSETS))
+def test_batched_answers_are_the_answers_each_request_gets_alone(kind):
+    requests = [r for r in BATCHING_REQUESTS if SUBSETS[kind] is None or r["id"] in SUBSETS[kind]]
+    got, calls = _batched(requests)
+    assert {key: json.dumps(answer) for key, answer in got.items()} == {  # 2 and 2.0 differ in JSON
+        key: json.dumps(answer) for key, answer in _alone(requests).items()
+    }
+    assert sum(calls) == sum(len(answer["outputs"]) for answer in got.values())  # no call failed and was redone
+    if kind == "all":  # rows of one layout and equal fields still share a call
+        assert sorted(calls, reverse=True)[:3] == [3, 3, 2]  # int3 + int3-again, ints + ints-again, scale-int twice
+        assert got["int3"]["outputs"] == [[1, 2, 3]] and got["scale-float"]["outputs"] == [[2.0, 3.0]]
+
+
+@pytest.mark.kafka
+def test_over_kafka_batched_answers_are_the_answers_each_request_gets_alone(kafka, monkeypatch, tmp_path):
+    monkeypatch.setenv("STREAMSERVE_TEST_RUN", str(time.time_ns()))
+    reference = f"{GRAPHS}:batching_graph"
+    plan = build_plan(load_graph(reference))
+    expected = _alone(BATCHING_REQUESTS)
+    ensure_topics(kafka, plan)
+    sent = [Request(dict(body)) for body in BATCHING_REQUESTS]
+    got, failed = kafka_answers(kafka, reference, plan, sent, set(expected), tmp_path / "worker.log")
+    assert {key: json.dumps(answer) for key, answer in comparable(got, failed).items()} == {
+        key: json.dumps(answer) for key, answer in expected.items()
+    }
 
 
 def test_flow_paths_before_context_names_and_async_handlers():

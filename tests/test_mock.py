@@ -10,7 +10,8 @@ from sklearn.datasets import load_iris
 
 from examples.iris.iris import build, model_dir
 from pipeline import Graph, ProtocolError
-from steps import Filter, VotingEnsemble
+from pipeline.mock import MockRequest
+from steps import Ensemble, Filter, VotingEnsemble
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +111,34 @@ def test_a_failing_member_is_reported_or_tolerated_by_quorum():
     assert answer["outputs"] == [1.0] and answer["parameters"] == {"missing": ["bad"]}
 
 
+def test_versioned_members_vote_and_are_named_as_the_user_spelled_them():
+    class Names(Ensemble):
+        def merge(self, results):
+            return {member: outputs for member, outputs in results.items()}
+
+    def graph(ensemble) -> Graph:
+        graph = Graph("vens")
+        router = graph.to_router("models", default="e")
+        router.add_model("a", Constant, value=1.0).add_model("m:v2", Constant, value=3.0)
+        router.add_model("bad:v1", Broken).add_model("e", ensemble)
+        return graph.to_mock_server()
+
+    body = {"inputs": [[0], [0]]}
+    weighted = graph(VotingEnsemble(["a", "m:v2"], vote="regression", weights={"a": 1, "m:v2": 3}, timeout_ms=100))
+    assert weighted.test(body=body)["outputs"] == [2.5, 2.5]  # (1 * 1 + 3 * 3) / 4: m:v2 voted
+    assert graph(Names(["a", "m:v2"], timeout_ms=100)).test(body=body)["outputs"] == {
+        "a": [1.0, 1.0],
+        "m:v2": [3.0, 3.0],
+    }
+    quorum = graph(VotingEnsemble(["m:v2", "bad:v1"], vote="regression", min_results=1, timeout_ms=100))
+    answer = quorum.test(body=body)
+    assert answer["outputs"] == [3.0, 3.0] and answer["parameters"] == {"missing": ["bad:v1"]}
+    strict = graph(VotingEnsemble(["m:v2", "bad:v1"], vote="regression", timeout_ms=100)).test(body=body)
+    assert (
+        strict["error"] == "join 'e.join': 1 of 2 parts answered, 2 needed; missing bad:v1: ValueError: model exploded"
+    )
+
+
 def test_branches_meet_in_a_join_and_filters_drop_events():
     graph = Graph("flow")
     start = graph.to("start", add_one)
@@ -119,6 +148,17 @@ def test_branches_meet_in_a_join_and_filters_drop_events():
     server = graph.to_mock_server()
     assert server.test(body={"x": 1}) == {"x": 2, "ten": 20, "neg": -2}
     assert server.test(body={"x": 2}) is None
+
+
+def test_a_body_result_path_cannot_hold_fails_that_request_alone():
+    graph = Graph("paths")
+    graph.to("size", len, result_path="r")
+    requests = [MockRequest({"id": "a", "x": 1}), MockRequest([1, 2, 3]), MockRequest({"id": "b", "y": 2, "z": 3})]
+    answers, errors = graph.to_mock_server().test_many(requests)
+    assert answers == [{"id": "a", "x": 1, "r": 2}, {"id": "b", "y": 2, "z": 3, "r": 3}]
+    assert [(e["step"], e["error_type"], e["error"]) for e in errors] == [
+        ("size", "StepError", "result_path 'r' needs a dict body, got list")
+    ]
 
 
 def test_branches_without_join_each_reach_the_sink():
