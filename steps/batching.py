@@ -1,0 +1,109 @@
+"""Which requests of a batch may share one ``predict`` call: only those whose stacked rows are
+exactly what each would give ``predict`` alone (see :class:`steps.model.ModelServer`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipeline.events import Event
+from pipeline.protocol import rows
+
+BATCH_FREE = ("inputs", "id")  # fields a stacked request does not carry per event
+Pending = tuple[int, Event, Any, Any]  # (index in the batch, event, validated request, its inputs)
+
+
+def stack(parts: list[Any]) -> Any:
+    """The rows of ``parts`` (of one layout, from :func:`groups`) as one request's inputs."""
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    stacked = [row for part in parts for row in part]
+    return tuple(stacked) if isinstance(parts[0], tuple) else stacked
+
+
+def groups(pending: list[Pending]) -> list[list[Pending]]:
+    """``pending`` requests grouped by the layout of their rows (:func:`_layout`) and by every
+    field but ``inputs`` and ``id``, type for type (:func:`_same`): a group's rows stacked are
+    what each request alone would give ``predict``. A request whose rows have no one layout is
+    a group of its own."""
+    found: list[tuple[Any, dict[str, Any], list[Pending]]] = []
+    for item in pending:
+        layout = _layout(rows(item[3]))
+        rest = {key: value for key, value in item[2].items() if key not in BATCH_FREE}
+        for shape, shared, members in found if layout is not None else ():
+            if shape == layout and _same(shared, rest):
+                members.append(item)
+                break
+        else:
+            found.append((layout, rest, [item]))
+    return [members for _, _, members in found]
+
+
+def _layout(inputs: Any) -> Any:
+    """What stacking ``inputs`` with other rows must keep: an array's dtype and row shape, or a
+    list's type, row shape and the types of its rows and values (a model that makes an array of
+    int rows stacked with float rows would see floats); None for rows of no one shape."""
+    if isinstance(inputs, np.ndarray):
+        return None if inputs.dtype.kind == "O" else (np.ndarray, inputs.dtype.str, inputs.shape[1:])
+    kinds: set[Any] = set()
+    shapes = {_shape(row, kinds) for row in inputs}
+    if len(shapes) != 1 or None in shapes:
+        return None
+    return type(inputs), shapes.pop(), frozenset(kinds)
+
+
+def _shape(value: Any, kinds: set[Any]) -> tuple[int, ...] | None:
+    """The nested shape of ``value``, adding its type and its values' types (an array's dtype) to
+    ``kinds``; None when ragged or an array of objects."""
+    kinds.add(type(value))
+    if isinstance(value, np.ndarray):
+        kinds.add(value.dtype.str)
+        return None if value.dtype.kind == "O" else value.shape
+    if not isinstance(value, (list, tuple)):
+        return ()
+    types = set(map(type, value))
+    if not any(issubclass(kind, _NESTED) for kind in types):  # a row of scalars, the usual case
+        kinds.update(types)
+        return (len(value),)
+    inner = {_shape(item, kinds) for item in value}
+    if len(inner) != 1 or None in inner:
+        return None
+    return (len(value), *inner.pop())  # type: ignore[misc]
+
+
+_NESTED = (list, tuple, np.ndarray)
+
+
+def chunks(group: list[Pending], limit: int | None) -> list[list[Pending]]:
+    """``group`` cut into runs of events holding at most ``limit`` rows together (an event with
+    more rows than that is a run of its own)."""
+    if limit is None:
+        return [group]
+    chunks: list[list[Pending]] = [[]]
+    held = 0
+    for item in group:
+        size = len(rows(item[3]))
+        if chunks[-1] and held + size > limit:
+            chunks.append([])
+            held = 0
+        chunks[-1].append(item)
+        held += size
+    return chunks
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` hold equal values of the same types throughout: ``1``, ``1.0``
+    and ``True`` differ, so a request never shares a call with one that only compares equal."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return _same(list(a), list(b)) and all(_same(a[key], b[key]) for key in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and a.shape == b.shape and bool(np.array_equal(a, b))
+    try:
+        return bool(a == b)
+    except (ValueError, TypeError):
+        return False
