@@ -110,7 +110,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(summary.by_error.items())) or "none"
     print(f"replayed {summary.replayed} of {summary.read} dead letters to {plan.source} ({kinds})")
     if summary.unreadable:
-        print(f"{summary.unreadable} could not be replayed: the Kafka client could not read the original record")
+        print(
+            f"{summary.unreadable} could not be replayed: the letter has no value (the Kafka client could not "
+            "read the original record, or it was dropped as too large: see the value_dropped header)"
+        )
+    if summary.unknown_origin:
+        print(
+            f"{summary.unknown_origin} could not be replayed: the record between steps could not be decoded, "
+            "so the request it came from is unknown (partition -1)"
+        )
     return 0
 
 

@@ -1,5 +1,6 @@
 """Replay dead letters: re-produce selected requests from a graph's dead-letter topic to its
-input topic, exactly as they first entered the graph."""
+input topic, exactly as they first entered the graph. A letter without the request (no value,
+or ``partition`` -1: a record between steps whose request is unknown) is counted, not sent."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ class ReplaySummary:
 
     read: int = 0
     replayed: int = 0
-    unreadable: int = 0  # letters for records the Kafka client could not read: no bytes to send
+    unreadable: int = 0  # letters without a value: a record the client could not read, or dropped as too large
+    unknown_origin: int = 0  # letters for records between steps that could not be decoded: the request is unknown
     by_error: dict[str, int] = field(default_factory=dict)
 
 
@@ -79,6 +81,9 @@ async def replay(
                     failed_at = (headers.get("step") or b"").decode(errors="replace")
                     kind = (headers.get("error_type") or b"").decode(errors="replace")
                     if (step is not None and failed_at != step) or (error_type is not None and kind != error_type):
+                        continue
+                    if headers.get("partition") == b"-1":  # not a request: never sent to the input topic
+                        summary.unknown_origin += 1
                         continue
                     if not record.value:
                         summary.unreadable += 1

@@ -113,6 +113,16 @@ def fault_graph():
     return graph
 
 
+def echo_graph():
+    """One step that answers each request with its body: an agent reading the input topic and
+    writing the output topic, named per test run."""
+    from pipeline import Graph
+
+    graph = Graph(run_name("echo"))
+    graph.to("echo", lambda body: body)
+    return graph
+
+
 def slow_join_graph():
     """router(fast, slow, mean): ``slow`` takes 0.5 s per batch so the join always holds open
     events; a join missing a part times out after 5 s (into the dead-letter topic)."""

@@ -23,7 +23,9 @@ from strategies import hostile_headers, hostile_keys, hostile_values
 from pipeline.client import Received, consume
 from pipeline.loading import load_graph
 from pipeline.plan import build_plan
+from pipeline.runner import agent_loop
 from pipeline.runtime.deadletter import ERROR_HEADERS
+from pipeline.runtime.settings import AgentSettings
 from pipeline.supervisor import Supervisor
 from pipeline.topics import ensure_topics
 
@@ -44,13 +46,27 @@ BAD_HEADER_NAME = textwrap.dedent(
     async def main(bootstrap, topic):
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
         await producer.start()
-        sent = await producer.send(topic, b'{"inputs": [[1]]}', headers=[(NotUtf8("x"), b"v")], partition=0)
+        partition = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+        sent = await producer.send(topic, b'{"inputs": [[1]]}', headers=[(NotUtf8("x"), b"v")], partition=partition)
         print((await sent).offset)
         await producer.stop()
 
     asyncio.run(main(sys.argv[1], sys.argv[2]))
     """
 )
+
+
+def produce_unreadable(kafka: str, topic: str, partition: int = 0) -> int:
+    """Produce a record the Kafka client cannot read to ``partition``; its offset."""
+    done = subprocess.run(
+        [sys.executable, "-c", BAD_HEADER_NAME, kafka, topic, str(partition)],
+        env={**os.environ, "AIOKAFKA_NO_EXTENSIONS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout)
 
 
 @dataclass
@@ -140,15 +156,7 @@ def test_each_class_of_hostile_record_is_dead_lettered_and_the_workers_go_on(liv
     asyncio.run(live.send(records))
     with pytest.raises(Exception, match=r"TooLarge"):
         asyncio.run(live.send([too_big]))  # the broker refuses it: it never reaches the graph
-    done = subprocess.run(
-        [sys.executable, "-c", BAD_HEADER_NAME, live.kafka, live.plan.source],
-        env={**os.environ, "AIOKAFKA_NO_EXTENSIONS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    live.produced[int(done.stdout)] = (b'{"inputs": [[1]]}', None, [])
+    live.produced[produce_unreadable(live.kafka, live.plan.source)] = (b'{"inputs": [[1]]}', None, [])
     live.send_good(20)
     live.check()
 
@@ -160,3 +168,69 @@ def test_structured_hostile_batches_never_stop_a_worker(live, records):
     asyncio.run(live.send([(b"" if v is None and k is None else v, k, h) for v, k, h in records]))
     live.send_good(3)
     live.check()
+
+
+def test_an_unreadable_record_loses_no_record_of_the_other_partitions(kafka, monkeypatch):
+    """The client drains some partitions, then fails on the unreadable record of another: what it
+    drained must still reach the agent. Each round puts the unreadable record in another partition,
+    read at once with good records of every partition by a member that just joined."""
+    monkeypatch.setenv("STREAMSERVE_TEST_RUN", str(time.time_ns()))
+    plan = build_plan(load_graph(f"{HELPERS}:echo_graph"))
+    ensure_topics(kafka, plan)
+    partitions = len(asyncio.run(topic_partitions(kafka, plan.source)))
+    assert partitions > 1
+    good: set[str] = set()
+    for round_ in range(partitions):
+        ids = [f"r{round_}-p{p}-{n}" for p in range(partitions) for n in range(5)]
+        good.update(ids)
+        asyncio.run(produce_to(kafka, plan.source, ids, partitions))
+        produce_unreadable(kafka, plan.source, round_)
+        processed = asyncio.run(run_agent_until(kafka, plan, len(ids)))
+        assert processed == len(ids), f"round {round_}: {processed} of {len(ids)} good records reached the agent"
+
+    async def read() -> tuple[list[Received], list[Received]]:
+        answers: list[Received] = []
+        dead: list[Received] = []
+        until = lambda: len(answers) >= len(good) and len(dead) >= partitions  # noqa: E731
+        async for topic, record in consume(kafka, [plan.sink, plan.dlq], timeout_s=60, until=until):
+            (answers if topic == plan.sink else dead).append(record)
+        return answers, dead
+
+    answers, dead = asyncio.run(read())
+    assert {answer.event_id for answer in answers} == good
+    assert sorted(letter.headers["partition"] for letter in dead) == [str(p).encode() for p in range(partitions)]
+    assert all(b"cannot be read by the Kafka client" in letter.headers["error"] for letter in dead)
+
+
+async def topic_partitions(kafka: str, topic: str) -> set[int]:
+    producer = AIOKafkaProducer(bootstrap_servers=kafka)
+    await producer.start()
+    try:
+        return await producer.partitions_for(topic)
+    finally:
+        await producer.stop()
+
+
+async def produce_to(kafka: str, topic: str, ids: list[str], partitions: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=kafka)
+    await producer.start()
+    try:
+        for n, event_id in enumerate(ids):
+            value = f'{{"id": "{event_id}", "inputs": [[2]]}}'.encode()
+            await producer.send_and_wait(topic, value, partition=n // (len(ids) // partitions))
+    finally:
+        await producer.stop()
+
+
+async def run_agent_until(kafka: str, plan: Any, count: int, timeout_s: float = 40) -> int:
+    """Run the graph's one agent in this process (a new member of its group) until it processed
+    ``count`` events or ``timeout_s`` passed; how many it processed."""
+    loop = agent_loop(plan, plan.agents[0], kafka, AgentSettings(instance="test"), None)
+    await loop.start()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while loop.processed < count and time.monotonic() < deadline:
+            await loop.poll_once()
+    finally:
+        await loop.close()
+    return loop.processed

@@ -14,6 +14,7 @@ from strategies import hostile_headers, hostile_keys, hostile_values
 
 from pipeline import Graph
 from pipeline.codec import decode_response, encode_response
+from pipeline.mock import MockRequest, MockServer
 from pipeline.plan import Plan, build_plan
 from pipeline.runtime.deadletter import ERROR_HEADERS
 from pipeline.runtime.loop import AgentLoop
@@ -292,3 +293,170 @@ def test_a_join_whose_answers_were_not_delivered_joins_again():
     asyncio.run(run())
     answers = [decode_response(record.value) for record in deployment.sink()]
     assert sorted(a["id"] for a in answers) == sorted(f"j{n}" for n in range(10))
+
+
+def tag_customer(event: Any) -> Any:
+    """A full-event step that sets what a Kafka record cannot carry as it is: text."""
+    row = event.body["inputs"][0][0]
+    if row == 1:
+        event.key = "cust-42"
+    elif row == 2:
+        event.headers["trace"] = "text"
+    return event
+
+
+def test_a_key_or_header_set_to_text_dead_letters_that_event_only_on_kafka_and_the_mock():
+    graph = Graph("textkey")
+    graph.to("tag", tag_customer, full_event=True).to("next", lambda body: body)
+    deployment = Deployment(graph, partitions=4)  # several partitions: the key is hashed to pick one
+    for n in range(6):
+        deployment.produce(request(n, id=f"t{n}"))
+
+    async def run() -> None:
+        await deployment.start()
+        await deployment.drain()
+
+    asyncio.run(run())
+    assert sorted(decode_response(r.value)["id"] for r in deployment.sink()) == ["t0", "t3", "t4", "t5"]
+    letters = {headers_of(letter)["id"]: letter for letter in deployment.dead()}
+    assert set(letters) == {b"t1", b"t2"}
+    assert b"key must be bytes or None, not str" in headers_of(letters[b"t1"])["error"]
+    assert b"header 'trace' must be bytes or None, not str" in headers_of(letters[b"t2"])["error"]
+    assert letters[b"t1"].value == request(1, id="t1") and headers_of(letters[b"t1"])["step"] == b"tag"
+    for loop in deployment.loops.values():  # everything read is committed: nothing is read again
+        ends = deployment.broker.end_offsets(loop.agent.input)
+        assert deployment.broker.committed[loop.group] == {tp: end for tp, end in ends.items() if end}
+
+    for strict in (False, True):  # the mock server answers as Kafka does
+        answers, errors = MockServer(graph, strict=strict).run([MockRequest({"inputs": [[n]]}) for n in range(4)])
+        assert [answer["inputs"] for answer in answers] == [[[0]], [[3]]]
+        assert len(errors) == 2 and all("must be bytes or None, not str" in e["error"] for e in errors)
+
+
+class BreaksOnce(MemoryTransport):
+    """A memory transport whose first record batch fails with an error the loop does not expect."""
+
+    broken = False
+
+    async def send_batch(self, batch: Any, topic: str, partition: int) -> Any:
+        if not BreaksOnce.broken:
+            BreaksOnce.broken = True
+            raise RuntimeError("a fault of ours (injected)")
+        return await super().send_batch(batch, topic, partition)
+
+
+def test_an_agent_that_stops_on_an_unexpected_error_commits_nothing_it_did_not_deliver():
+    graph = Graph("unexpected")
+    graph.to("echo", lambda body: body)
+    deployment = Deployment(graph, partitions=1)
+    for n in range(10):
+        deployment.produce(request(n, id=f"u{n}"))
+    agent = deployment.plan.agent("echo")
+    broken = AgentLoop(deployment.plan, agent, BreaksOnce(deployment.broker), settings=EVERY_BATCH)
+
+    async def run() -> None:
+        try:
+            await broken.run(asyncio.Event())
+        except RuntimeError:
+            pass
+        else:
+            raise AssertionError("the fault did not stop the agent")
+        assert not deployment.broker.committed.get("unexpected.echo")  # the failed batch is not committed
+        again = deployment.member("echo")
+        await again.start()
+        await deployment.drain([again])
+
+    asyncio.run(run())
+    ids = [decode_response(record.value)["id"] for record in deployment.sink()]
+    assert sorted(ids) == sorted(f"u{n}" for n in range(10))  # each once: none lost
+
+
+def picky(body: dict[str, Any]) -> dict[str, Any]:
+    if len(body["inputs"][0]) > 1:
+        raise ValueError(f"cannot use {body!r}")  # the whole request, quoted in the error
+    return body
+
+
+def test_a_dead_letter_over_the_topic_limit_goes_without_its_value_and_a_capped_error():
+    graph = Graph("bigletter")
+    graph.to("picky", picky)
+    deployment = Deployment(graph, partitions=1)
+    deployment.broker.max_bytes = 2_000
+    big = json.dumps({"id": "big", "inputs": [[0] + [1] * 1_500]}).encode()
+    deployment.produce(big)
+    deployment.produce(request(1, id="small"))
+
+    async def run() -> None:
+        await deployment.start()
+        await deployment.drain()
+
+    asyncio.run(asyncio.wait_for(run(), 20))  # a letter refused for good: read again and again, never done
+    assert [decode_response(r.value)["id"] for r in deployment.sink()] == ["small"]
+    [letter] = deployment.dead()
+    fields = headers_of(letter)
+    assert letter.value == b"" and fields["value_dropped"] == str(len(big)).encode()
+    assert fields["error_type"] == b"ValueError" and fields["id"] == b"big"
+    assert len(fields["error"]) < 1_100 and fields["error"].endswith(b" bytes]")
+    assert deployment.broker.committed["bigletter.picky"] == {("bigletter.requests", 0): 2}
+
+
+class ExpiresBadly(Step):
+    """Emits every event; its expiry check is broken, so every batch fails after the step."""
+
+    def process(self, events: list) -> list:
+        return [Emit(event) for event in events]
+
+    def expire(self, now: float) -> list:
+        raise RuntimeError("expiry broke")
+
+
+def test_a_batch_failed_between_steps_is_dead_lettered_as_its_requests_entered():
+    graph = Graph("between")
+    graph.to("first", lambda body: body).to("second", ExpiresBadly())
+    deployment = Deployment(graph, partitions=1)
+    for n in range(3):
+        deployment.produce(request(n, id=f"b{n}"), key=b"k%d" % n, headers=[("trace", b"t%d" % n)])
+    second = deployment.plan.agent("second").input
+    deployment.broker.append(second, 0, None, b"\x93not an envelope", [])
+
+    async def run() -> None:
+        await deployment.start()
+        await deployment.drain()
+
+    asyncio.run(run())
+    letters = deployment.dead()
+    requests = {headers_of(letter).get("id"): letter for letter in letters if headers_of(letter)["partition"] != b"-1"}
+    for n in range(3):  # replayable: the request as it entered, where it entered
+        letter = requests[b"b%d" % n]
+        assert (letter.value, letter.key, headers_of(letter)["trace"]) == (
+            request(n, id=f"b{n}"),
+            b"k%d" % n,
+            b"t%d" % n,
+        )
+        assert headers_of(letter)["offset"] == str(n).encode() and headers_of(letter)["failed_topic"] == second.encode()
+    [unknown] = [letter for letter in letters if headers_of(letter)["partition"] == b"-1"]  # replay skips it
+    assert headers_of(unknown)["error_type"] == b"CodecError"
+
+
+def test_records_of_a_partition_revoked_while_they_were_read_are_never_committed():
+    graph = Graph("stale")
+    graph.to("echo", lambda body: body)
+    deployment = Deployment(graph, partitions=4)
+    for n in range(32):
+        deployment.produce(request(n, id=f"s{n}"), partition=n % 4)
+
+    async def run() -> None:
+        first = deployment.loops["echo"]
+        await first.start()
+        records = await first.transport.poll(7, 0)  # read, and then (as while Kafka isolates a record) ...
+        second = deployment.member("echo")
+        await second.start()  # ... a rebalance moves partitions 1 and 3 to a second member
+        revoked = set(records) - set(first.transport.assignment())
+        assert revoked
+        await deployment.drain([second])
+        await first.handle(records)  # the stale batch: answered again, at least once, but not committed
+        await deployment.drain([first, second])
+
+    asyncio.run(run())
+    assert deployment.broker.committed["stale.echo"] == deployment.broker.end_offsets("stale.requests")
+    assert {decode_response(r.value)["id"] for r in deployment.sink()} == {f"s{n}" for n in range(32)}

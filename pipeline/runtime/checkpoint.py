@@ -89,6 +89,12 @@ class Checkpoint:
                 self.consumed.pop(partition, None)
                 self.committed.pop(partition, None)
 
+    def forget_uncommitted(self) -> None:
+        """Commit nothing read since the last commit: a batch failed half-way, so what was read
+        since is read again (a commit under way covers only batches before it, delivered)."""
+        self.consumed = dict(self.committed)
+        self._in_flight = []
+
     async def rewind(self) -> None:
         """Read every owned partition again from its committed offset, and make the step forget
         what it learned from records after it."""
@@ -108,8 +114,9 @@ class Checkpoint:
         self.step.release(lambda where: where[2] < committed.get((where[0], where[1]), -1))
 
     def safe_offsets(self) -> dict[TopicPartition, int]:
-        """Per partition: the next offset to read, but never past an event still held, and only
-        where it moves forward."""
+        """Per owned partition: the next offset to read, but never past an event still held, and
+        only where it moves forward."""
+        self._drop_unowned()
         offsets = dict(self.consumed)
         for event in self.step.held() or ():
             where: Position | None = event.src
@@ -119,6 +126,16 @@ class Checkpoint:
             if partition in offsets and where[2] < offsets[partition]:
                 offsets[partition] = where[2]
         return {tp: offset for tp, offset in offsets.items() if offset > self.committed.get(tp, -1)}
+
+    def _drop_unowned(self) -> None:
+        """Forget partitions revoked while their records were being read (the Kafka client
+        isolating an unreadable record waits, so a rebalance can come in between): committing
+        them would fail on every commit from then on, and they are their new owner's."""
+        owned = self.transport.assignment()
+        for partition in [tp for tp in self.consumed if tp not in owned]:
+            logger.info("agent %s: %s[%d] is no longer assigned; not committed", self.name, *partition)
+            del self.consumed[partition]
+            self.committed.pop(partition, None)
 
     async def _start(self) -> None:
         offsets, batches, self._in_flight = self.safe_offsets(), self._in_flight, []

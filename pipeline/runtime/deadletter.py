@@ -1,5 +1,9 @@
 """Dead letters: the request exactly as it entered the graph (value, key, headers), so it can be
-replayed to the input topic as it is, plus headers saying which step failed, why and where."""
+replayed to the input topic as it is, plus headers saying which step failed, why and where.
+
+A letter whose request is unknown (a record between steps that cannot be decoded) says so with
+``partition`` -1: replay skips it. A letter over a size limit is sent without its value
+(``value_dropped`` gives its size), so a letter is never refused for good."""
 
 from __future__ import annotations
 
@@ -27,8 +31,10 @@ ERROR_HEADERS = (
     "failed_topic",
     "failed_partition",
     "failed_offset",
+    "value_dropped",
 )
 _ERROR_HEADERS = frozenset(ERROR_HEADERS)
+MAX_ERROR_BYTES = 1024  # the ``error`` header's text, at most (an exception can quote a whole request)
 
 
 class DeadLetters:
@@ -45,7 +51,9 @@ class DeadLetters:
         self.topic, self.source, self.agent, self.sensors, self.on_error = topic, source, agent, sensors, on_error
 
     def for_record(self, record: Record, exc: Exception) -> Outgoing:
-        """A record that could not be decoded: its own bytes, key and headers."""
+        """A record that could not be decoded: its own bytes, key and headers. Only a request
+        (a record of the input topic) says where it entered; any other record's ``partition``
+        is -1, as its request is unknown: it is kept to be read, never replayed."""
         error = ErrorRecord.from_exception(_header_id(record.headers), self.agent, exc)
         where = (record.topic, record.partition, record.offset)
         value = record.value if isinstance(record.value, (bytes, bytearray)) else b""
@@ -55,7 +63,7 @@ class DeadLetters:
     def for_event(self, event: Event, error: ErrorRecord) -> Outgoing:
         """A failed event: the request it came from, as it entered the graph."""
         where = event.src or ("", -1, -1)
-        origin = origin_of(event) or Origin(b"", event.key, tuple(event.headers.items()), -1, -1, 0)
+        origin = origin_of(event) or Origin(b"", _bytes(event.key), tuple(event.headers.items()), -1, -1, 0)
         entered = (self.source, origin.partition, origin.offset)
         return self._letter(origin.value, origin.key, origin.headers, entered, where, event.uid, error)
 
@@ -76,11 +84,11 @@ class DeadLetters:
             if name == "attempts" and header:
                 attempts += _int(header)
             if name not in _ERROR_HEADERS:
-                kept.append((name, header))
+                kept.append((str(name), _bytes(header)))
         if error.event_id and all(name != "id" for name, _ in kept):
             kept.append(("id", error.event_id.encode()))
         fields = {
-            "error": error.message,
+            "error": _capped(error.message),
             "error_type": error.error_type,
             "step": error.step,
             "source_topic": entered[0],
@@ -94,6 +102,23 @@ class DeadLetters:
         }
         kept += [(name, str(field).encode(errors="replace")) for name, field in fields.items()]
         return Outgoing(self.topic, bytes(value), key, kept)
+
+    def shrunk(self, letter: Outgoing) -> Outgoing | None:
+        """``letter``, over a size limit, made smaller: without its value (the ``value_dropped``
+        header gives the value's size); if it had none, without the request's key and headers too
+        (the error headers and ``id`` stay). None when nothing is left to drop."""
+        if letter.value:
+            headers = [(name, value) for name, value in letter.headers if name != "value_dropped"]
+            headers.append(("value_dropped", str(len(letter.value)).encode()))
+            return Outgoing(letter.topic, b"", letter.key, headers)
+        bare = [
+            (name, value)
+            for name, value in letter.headers
+            if name in _ERROR_HEADERS or (name == "id" and len(value or b"") <= MAX_ERROR_BYTES)
+        ]
+        if letter.key is None and len(bare) == len(letter.headers):
+            return None
+        return Outgoing(letter.topic, b"", None, bare)
 
     def _notify(self, error: ErrorRecord) -> None:
         self.sensors.dead_lettered(self.agent, error.error_type)
@@ -123,6 +148,28 @@ def _pairs(headers: Any) -> list[Header]:
             name = name.decode(errors="replace")
         pairs.append((str(name), value if value is None or isinstance(value, bytes) else bytes(value)))
     return pairs
+
+
+def _capped(message: str) -> str:
+    """``message`` cut to :data:`MAX_ERROR_BYTES` of UTF-8, saying so when it was."""
+    if len(message) <= MAX_ERROR_BYTES // 4:  # 4 bytes a character at most: it fits
+        return message
+    data = message.encode(errors="replace")
+    if len(data) <= MAX_ERROR_BYTES:
+        return message
+    return f"{data[:MAX_ERROR_BYTES].decode(errors='ignore')}... [truncated from {len(data)} bytes]"
+
+
+def _bytes(value: Any) -> bytes | None:
+    """A key or header value as a record carries it (a step may have set text)."""
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode(errors="replace")
+    try:
+        return bytes(value)
+    except (TypeError, ValueError):
+        return str(value).encode(errors="replace")
 
 
 def _header_id(headers: Any) -> str:

@@ -54,14 +54,18 @@ class _Delivery:
 
 
 class _Listener(ConsumerRebalanceListener):
-    def __init__(self, listener: Rebalance) -> None:
-        self.listener = listener
+    def __init__(self, listener: Rebalance, handed: dict[KafkaPartition, int]) -> None:
+        self.listener, self.handed = listener, handed
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        for tp in revoked:
+            self.handed.pop(tp, None)
         if revoked:
             await self.listener.revoked({(tp.topic, tp.partition) for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        for tp in assigned:  # read from the group's commit from now on
+            self.handed.pop(tp, None)
         await self.listener.assigned({(tp.topic, tp.partition) for tp in assigned})
 
 
@@ -84,6 +88,9 @@ class KafkaTransport:
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self._busy, self._last_record = False, float("-inf")
+        # per partition, the offset after the last record handed to the loop (or sought): where
+        # reading goes on after a poll that failed half-way
+        self._handed: dict[KafkaPartition, int] = {}
 
     async def start(self, topic: str, group: str, listener: Rebalance) -> None:
         try:
@@ -121,7 +128,7 @@ class KafkaTransport:
             isolation_level="read_committed" if self.exactly_once else "read_uncommitted",
             **self.config.client_options(),
         )
-        self.consumer.subscribe([topic], listener=_Listener(listener))
+        self.consumer.subscribe([topic], listener=_Listener(listener, self._handed))
         try:
             await self.consumer.start()
         except (KafkaError, OSError) as exc:
@@ -152,7 +159,10 @@ class KafkaTransport:
         except (KafkaError, OSError) as exc:
             raise _translated(exc) from exc
         except Exception as exc:  # a record aiokafka cannot parse: it would fail every poll from here on
-            return await self._isolate(exc, max_records)
+            records = await self._isolate(exc, max_records)
+        handed = self._handed
+        for tp, batch in records.items():
+            handed[tp] = batch[-1].offset + 1
         self._adapt_fetches(bool(records))
         return records  # type: ignore[return-value]
 
@@ -172,10 +182,16 @@ class KafkaTransport:
 
     async def _isolate(self, exc: Exception, max_records: int) -> dict[TopicPartition, list[Record]]:
         """Read every owned partition one record at a time up to the record that cannot be
-        parsed, which is skipped and handed on as :class:`Unreadable`."""
+        parsed, which is skipped and handed on as :class:`Unreadable`.
+
+        The failed poll may have taken other partitions' records and dropped them, so each
+        partition is first read again from where the loop's last records of it ended. A
+        partition revoked meanwhile is left out (its records are its next owner's)."""
         assert self.consumer is not None
+        owned = sorted(self.consumer.assignment())
+        await self._seek_to_handed(owned)
         batches: dict[TopicPartition, list[Record]] = {}
-        for tp in sorted(self.consumer.assignment()):
+        for tp in owned:
             taken: list[Record] = []
             while len(taken) < max_records:
                 position = await self.consumer.position(tp)
@@ -193,9 +209,26 @@ class KafkaTransport:
                     break
                 taken += got[tp]
             if taken:
-                batches[(tp.topic, tp.partition)] = taken
+                batches[tp] = taken
+        still = self.consumer.assignment()
         logger.debug("isolated unreadable records after %r", exc)
-        return batches
+        return {(tp.topic, tp.partition): taken for tp, taken in batches.items() if tp in still}
+
+    async def _seek_to_handed(self, partitions: list[KafkaPartition]) -> None:
+        """Read ``partitions`` next from the offset after the last record handed to the loop; one
+        the loop has had nothing of since its assignment, from the group's commit."""
+        assert self.consumer is not None
+        for tp in partitions:
+            offset = self._handed.get(tp)
+            if offset is None:
+                try:
+                    offset = await self.consumer.committed(tp)
+                except (KafkaError, OSError) as error:
+                    raise _translated(error) from error
+            if offset is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
 
     async def partitions_for(self, topic: str) -> list[int]:
         assert self.producer is not None
@@ -246,8 +279,10 @@ class KafkaTransport:
         assert self.consumer is not None
         tp = KafkaPartition(*partition)
         if offset is None:
+            self._handed.pop(tp, None)
             await self.consumer.seek_to_beginning(tp)
         else:
+            self._handed[tp] = offset
             self.consumer.seek(tp, offset)
 
     def assignment(self) -> Collection[TopicPartition]:

@@ -14,7 +14,7 @@ import logging
 import time
 
 from pipeline.errors import CodecError, StepError, TransportError
-from pipeline.events import ErrorRecord
+from pipeline.events import ErrorRecord, Event
 from pipeline.plan import DEAD_LETTER, Agent, Plan, route
 from pipeline.runtime.checkpoint import Checkpoint
 from pipeline.runtime.deadletter import DeadLetters
@@ -93,6 +93,9 @@ class AgentLoop:
         try:
             while not stopping.is_set():
                 await self.poll_once()
+        except BaseException:  # a fault of ours, or cancelled mid-batch: what was read may be half sent
+            self._forget_uncommitted()
+            raise
         finally:
             self.sensors.stopped(self.agent.name)
             await self.close()
@@ -155,12 +158,18 @@ class AgentLoop:
             return sum(map(len, records.values()))
         except TransportError as exc:
             self._backoff = min(max(2 * self._backoff, 1.0), MAX_BACKOFF_S)
-            self._rewind_due = True
+            self._forget_uncommitted()
             self.sensors.commit_failed(self.agent.name, exc)
             logger.warning(
                 "agent %s: %s; reading again from the last commit in %.0f s", self.agent.name, exc, self._backoff
             )
             return 0
+
+    def _forget_uncommitted(self) -> None:
+        """Commit nothing read since the last commit (not on a revocation, not on the way out): it
+        is read again from there, by this member after a rewind or by the partition's next owner."""
+        self._rewind_due = True
+        self.checkpoint.forget_uncommitted()
 
     async def expire_all(self) -> None:
         """Close everything the step holds now, as if its timeouts had passed (the mock server's end)."""
@@ -171,21 +180,46 @@ class AgentLoop:
         """Process one batch of records, send every output, commit what is safe; ``now`` is the
         time the step's held work is expired at (default: the monotonic clock)."""
         try:
-            outputs = await self._process(records, now)
+            events, outputs = self._decode(records)
+        except Exception as exc:  # a bug of ours: each record is dead-lettered as it came
+            events, outputs = [], self._batch_failed(records, [], exc)
+        try:
+            outputs += await self._step(events, now)
         except Exception as exc:  # a bug of ours must not stop the agent: the batch is dead-lettered
-            logger.exception(
-                "agent %s failed on a batch of %d records", self.agent.name, sum(map(len, records.values()))
-            )
-            error = StepError(f"agent {self.agent.name!r} could not process the batch: {exc!r}")
-            outputs = [self.dead_letters.for_record(r, error) for batch in records.values() for r in batch]
+            outputs = self._batch_failed(records, events, exc, outputs)
         if outputs and self._sensing:
             self.sensors.sent(self.agent.name, len(outputs))
             self.sensors.sending(self.agent.name, outputs)
         await self.checkpoint.send(outputs)
 
-    async def _process(self, records: dict[TopicPartition, list[Record]], now: float | None) -> list[Outgoing]:
+    def _batch_failed(
+        self,
+        records: dict[TopicPartition, list[Record]],
+        events: list[Event],
+        exc: Exception,
+        undecodable: list[Outgoing] | None = None,
+    ) -> list[Outgoing]:
+        """Dead letters for a batch the agent failed on: each decoded event's as the request
+        entered the graph (replayable), ``undecodable``'s as they are; with no events, each
+        record's own bytes (replayable only where the record is a request)."""
+        logger.exception("agent %s failed on a batch of %d records", self.agent.name, sum(map(len, records.values())))
+        error = StepError(f"agent {self.agent.name!r} could not process the batch: {exc!r}")
+        if undecodable is None:
+            for partition, batch in records.items():
+                if batch:
+                    self.checkpoint.consumed[partition] = batch[-1].offset + 1
+            return [self.dead_letters.for_record(r, error) for batch in records.values() for r in batch]
+        letters = list(undecodable)
+        for event in events:
+            letters.append(
+                self.dead_letters.for_event(event, ErrorRecord.from_exception(event.id, self.agent.name, error))
+            )
+        return letters
+
+    def _decode(self, records: dict[TopicPartition, list[Record]]) -> tuple[list[Event], list[Outgoing]]:
+        """The events of a batch, and dead letters for the records that cannot be decoded."""
         outputs: list[Outgoing] = []
-        events = []
+        events: list[Event] = []
         decode, count, consumed = self.wire.decode, 0, self.checkpoint.consumed
         for partition, batch in records.items():
             for record in batch:
@@ -200,9 +234,13 @@ class AgentLoop:
                 events.append(event)
             count += len(batch)
             consumed[partition] = batch[-1].offset + 1
-        outcomes: list[Outcome] = []
         if count and self._sensing:
             self.sensors.batch_consumed(self.agent.name, count)
+        return events, outputs
+
+    async def _step(self, events: list[Event], now: float | None) -> list[Outgoing]:
+        """Run the step on ``events`` (and expire what it holds); the records of its outcomes."""
+        outcomes: list[Outcome] = []
         if events:
             if self._sensing:
                 started = time.perf_counter()
@@ -218,6 +256,7 @@ class AgentLoop:
                 self.sensors.expired(self.agent.name, expired)
             outcomes += expired
         self.wire.next_batch()
+        outputs: list[Outgoing] = []
         for outcome in outcomes:
             self._deliver(outcome, outputs)
         return outputs
@@ -240,9 +279,18 @@ class AgentLoop:
             )
 
     def _too_large(self, record: Outgoing, limit: str) -> Outgoing | None:
+        """What replaces ``record``, over ``limit``: a dead letter for the event it answers; for a
+        dead letter itself, the same letter made smaller (never a retry that would stall the agent)."""
         event = record.source
         if event is None:
-            return None
+            logger.warning(
+                "agent %s: a dead letter of %d bytes for %s is over %s; sent without its value",
+                self.agent.name,
+                len(record.value or b""),
+                record.topic,
+                limit,
+            )
+            return self.dead_letters.shrunk(record)
         error = ErrorRecord(
             event.id,
             self.agent.name,

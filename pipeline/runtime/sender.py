@@ -28,8 +28,8 @@ class Sender:
 
     A record longer than ``batch_bytes`` goes alone through the producer's own size checks; a
     batch its topic refuses as too large is sent again record by record; a record too large on
-    its own is replaced by what ``too_large(record, reason)`` returns (a dead letter), or the
-    error stands when that is None.
+    its own is replaced by what ``too_large(record, reason)`` returns (a dead letter; for a dead
+    letter, a smaller one), or the error stands when that is None.
     """
 
     def __init__(
@@ -91,13 +91,17 @@ class Sender:
         return Sent(topic, partition, members, await self.transport.send_batch(batch, topic, partition))
 
     async def _send_alone(self, record: Outgoing, partition: int) -> Sent:
-        try:
-            return Sent(record.topic, partition, [record], await self.transport.send(record, partition))
-        except RecordTooLarge:
-            replacement = self.too_large(record, f"the {self.max_request_size}-byte max_request_size")
-            if replacement is None:
-                raise
-            return Sent(replacement.topic, -1, [replacement], await self.transport.send(replacement, None))
+        """Send ``record`` through the producer's size checks; over them, its replacement (a
+        dead letter, then that letter made smaller) until one fits or none is left."""
+        at: int | None = partition
+        while True:
+            try:
+                return Sent(record.topic, partition, [record], await self.transport.send(record, at))
+            except RecordTooLarge:
+                replacement = self.too_large(record, f"the {self.max_request_size}-byte max_request_size")
+                if replacement is None:
+                    raise
+                record, partition, at = replacement, -1, None
 
     async def deliver(self, sent: list[Sent]) -> None:
         """Await every delivery of ``sent``; a refused batch is retried record by record."""

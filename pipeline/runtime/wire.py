@@ -14,6 +14,7 @@ from pipeline.codec import (
     request_event,
     unpack,
 )
+from pipeline.errors import CodecError
 from pipeline.events import Event
 from pipeline.runtime.transport import Outgoing, Record
 
@@ -44,6 +45,7 @@ class BytesWire:
         return decode_envelope(record.value, dict(record.headers))
 
     def encode(self, topic: str, event: Event) -> Outgoing:
+        check_key_and_headers(event)
         headers = list(event.headers.items())
         marked = event.id.encode()
         if event.headers.get("id") != marked:  # set at the first hop; carried on from there
@@ -76,6 +78,7 @@ class ObjectWire(BytesWire):
         return record.value
 
     def encode(self, topic: str, event: Event) -> Outgoing:
+        check_key_and_headers(event)
         if topic == self.sink:
             return Outgoing(topic, event.body, event.key, [], event)
         if id(event) in self._sent:
@@ -88,3 +91,29 @@ class ObjectWire(BytesWire):
 
     def next_batch(self) -> None:
         self._sent.clear()
+
+
+def check_key_and_headers(event: Event) -> None:
+    """Raise :class:`CodecError` unless ``event`` can go on a Kafka record as it is: its key bytes
+    or None, its header names text that UTF-8 can encode, its header values bytes or None.
+
+    A step that sets ``event.key = "cust-42"`` gets a dead letter naming the problem rather than
+    text quietly encoded one way here and another way by a client: it should set bytes
+    (``"cust-42".encode()``). Checked on every wire alike, so the mock server answers as Kafka does.
+    """
+    key = event.key
+    if key is not None and not isinstance(key, bytes):
+        raise CodecError(f"the event's key must be bytes or None, not {type(key).__name__} ({key!r:.60})")
+    for name, value in event.headers.items():
+        if type(name) is not str or not (name.isascii() or _utf8(name)):
+            raise CodecError(f"header name {name!r:.60} must be text UTF-8 can encode")
+        if value is not None and not isinstance(value, bytes):
+            raise CodecError(f"header {name!r:.60} must be bytes or None, not {type(value).__name__} ({value!r:.60})")
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
