@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgpack
 import numpy as np
 
 from pipeline.events import Event
@@ -24,20 +25,33 @@ def stack(parts: list[Any]) -> Any:
 
 def groups(pending: list[Pending]) -> list[list[Pending]]:
     """``pending`` requests grouped by the layout of their rows (:func:`_layout`) and by every
-    field but ``inputs`` and ``id``, type for type (:func:`_same`): a group's rows stacked are
-    what each request alone would give ``predict``. A request whose rows have no one layout is
-    a group of its own."""
-    found: list[tuple[Any, dict[str, Any], list[Pending]]] = []
+    field but ``inputs`` and ``id``, type for type (:func:`_fields`): a group's rows stacked are
+    what each request alone would give ``predict``. A request whose rows have no one layout, or
+    whose fields are not plain data, is a group of its own."""
+    found: dict[tuple[Any, bytes], list[Pending]] = {}
+    alone: list[list[Pending]] = []
     for item in pending:
         layout = _layout(rows(item[3]))
-        rest = {key: value for key, value in item[2].items() if key not in BATCH_FREE}
-        for shape, shared, members in found if layout is not None else ():
-            if shape == layout and _same(shared, rest):
-                members.append(item)
-                break
+        fields = _fields(item[2]) if layout is not None else None
+        if fields is None:
+            alone.append([item])
         else:
-            found.append((layout, rest, [item]))
-    return [members for _, _, members in found]
+            found.setdefault((layout, fields), []).append(item)
+    return [*found.values(), *alone]
+
+
+def _fields(request: dict[str, Any]) -> bytes | None:
+    """The request's fields but ``inputs`` and ``id`` as exact bytes (msgpack tells ``1``,
+    ``1.0`` and ``True`` apart, and keeps key order), or None for values other than plain data
+    (numpy values, tuples, objects): such a request is never stacked with another."""
+    try:
+        return msgpack.packb(
+            {key: value for key, value in request.items() if key not in BATCH_FREE},
+            use_bin_type=True,
+            strict_types=True,
+        )
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _layout(inputs: Any) -> Any:
@@ -90,20 +104,3 @@ def chunks(group: list[Pending], limit: int | None) -> list[list[Pending]]:
         chunks[-1].append(item)
         held += size
     return chunks
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Whether ``a`` and ``b`` hold equal values of the same types throughout: ``1``, ``1.0``
-    and ``True`` differ, so a request never shares a call with one that only compares equal."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return _same(list(a), list(b)) and all(_same(a[key], b[key]) for key in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(map(_same, a, b))
-    if isinstance(a, np.ndarray):
-        return a.dtype == b.dtype and a.shape == b.shape and bool(np.array_equal(a, b))
-    try:
-        return bool(a == b)
-    except (ValueError, TypeError):
-        return False

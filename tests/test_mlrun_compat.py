@@ -278,3 +278,31 @@ def test_over_kafka_the_mlrun_scenarios_answer_as_on_the_mock_server(kafka, monk
     sent = [Request(dict(body), headers=dict(h)) for body, h in REQUESTS]
     got, failed = kafka_answers(kafka, reference, plan, sent, set(expected), tmp_path / "worker.log")
     assert comparable(got, failed) == expected
+
+
+def test_only_requests_with_the_same_plain_fields_and_row_layout_share_a_call():
+    import numpy as np
+
+    from pipeline.events import Event
+    from steps.batching import groups
+
+    bodies = [
+        {"inputs": [[1.0, 2.0]], "scale": 1},
+        {"inputs": [[3.0, 4.0]], "scale": 1},  # joins the first
+        {"inputs": [[3.0, 4.0]], "scale": 1.0},
+        {"inputs": [[3.0, 4.0]], "scale": True},
+        {"inputs": [[3, 4]], "scale": 1},  # int rows: another layout
+        {"inputs": [[3.0, 4.0]], "scale": np.float32(1)},  # not plain data: alone
+        {"inputs": [[3.0, 4.0]], "scale": (1,)},  # a tuple: alone
+        {"inputs": [[3.0, 4.0, 5.0]], "scale": 1},  # another width
+    ]
+    pending = [(i, Event(body), body, body["inputs"]) for i, body in enumerate(bodies)]
+    assert sorted(sorted(index for index, *_ in group) for group in groups(pending)) == [
+        [0, 1],
+        [2],
+        [3],
+        [4],
+        [5],
+        [6],
+        [7],
+    ]
