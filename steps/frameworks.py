@@ -93,17 +93,7 @@ class FrameworkModelServer(ModelServer):
     def model_file(self, suffixes: tuple[str, ...], formats: str) -> Path:
         """The file ``model_path`` names (in a folder: the first file ending with one of
         ``suffixes``), or a GraphError saying what was looked for."""
-        if self.model_path is None:
-            raise GraphError(f"model {self.name!r}: no model_path given and no model object passed ({formats})")
-        path = Path(self.model_path)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(suffixes))
-            if not found:
-                raise GraphError(f"model {self.name!r}: no file ending with {' or '.join(suffixes)} in {path}")
-            path = found[0]
-        if not path.is_file():
-            raise GraphError(f"model {self.name!r}: model_path {str(path)!r} does not exist ({formats})")
-        return path
+        return self.find_model_file(suffixes, GraphError, formats)
 
     def unreadable(self, path: Path, kind: str, exc: BaseException) -> GraphError:
         """The error for a model file the framework refused."""

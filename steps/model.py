@@ -100,17 +100,25 @@ class ModelServer(Step):
     def get_model(self, suffix: str = "") -> tuple[str, dict[str, Any]]:
         """The local model file (in ``model_path``, a file or a folder holding a file ending with
         ``suffix``) and its extra data items (none here)."""
+        return str(self.find_model_file((suffix,), StepError)), {}
+
+    def find_model_file(self, suffixes: tuple[str, ...], error: type[Exception], formats: str = "") -> Path:
+        """The file ``model_path`` names (in a folder: the first file ending with one of
+        ``suffixes``), or ``error`` saying what was looked for (``formats``: what is accepted)."""
+        accepted = f" ({formats})" if formats else ""
         if self.model_path is None:
-            raise StepError(f"model {self.name!r}: no model_path given")
+            passed = " and no model object passed" if formats else ""
+            raise error(f"model {self.name!r}: no model_path given{passed}{accepted}")
         path = Path(self.model_path)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(suffix))
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(suffixes))
             if not found:
-                raise StepError(f"model {self.name!r}: no file ending with {suffix!r} in {path}")
+                ending = " or ".join(map(repr, suffixes))
+                raise error(f"model {self.name!r}: no file ending with {ending} in {path}")
             path = found[0]
         if not path.is_file():
-            raise StepError(f"model {self.name!r}: model_path {str(path)!r} does not exist")
-        return str(path), {}
+            raise error(f"model {self.name!r}: model_path {str(path)!r} does not exist{accepted}")
+        return path
 
     def set_metric(self, name: str, value: Any) -> None:
         """Record a metric of this model (kept in ``metrics``; answers do not carry it)."""
