@@ -182,39 +182,27 @@ class AgentLoop:
         try:
             events, outputs = self._decode(records)
         except Exception as exc:  # a bug of ours: each record is dead-lettered as it came
-            events, outputs = [], self._batch_failed(records, [], exc)
+            error = self._batch_failed(records, exc)
+            for partition, batch in records.items():
+                if batch:
+                    self.checkpoint.consumed[partition] = batch[-1].offset + 1
+            events, outputs = [], [self.dead_letters.for_record(r, error) for batch in records.values() for r in batch]
         try:
             outputs += await self._step(events, now)
-        except Exception as exc:  # a bug of ours must not stop the agent: the batch is dead-lettered
-            outputs = self._batch_failed(records, events, exc, outputs)
+        except Exception as exc:  # a bug of ours must not stop the agent: each event is dead-lettered
+            error = self._batch_failed(records, exc)  # as its request entered the graph (replayable)
+            for event in events:
+                record = ErrorRecord.from_exception(event.id, self.agent.name, error)
+                outputs.append(self.dead_letters.for_event(event, record))
         if outputs and self._sensing:
             self.sensors.sent(self.agent.name, len(outputs))
             self.sensors.sending(self.agent.name, outputs)
         await self.checkpoint.send(outputs)
 
-    def _batch_failed(
-        self,
-        records: dict[TopicPartition, list[Record]],
-        events: list[Event],
-        exc: Exception,
-        undecodable: list[Outgoing] | None = None,
-    ) -> list[Outgoing]:
-        """Dead letters for a batch the agent failed on: each decoded event's as the request
-        entered the graph (replayable), ``undecodable``'s as they are; with no events, each
-        record's own bytes (replayable only where the record is a request)."""
+    def _batch_failed(self, records: dict[TopicPartition, list[Record]], exc: Exception) -> StepError:
+        """Log a fault of ours on a batch; the error its dead letters carry."""
         logger.exception("agent %s failed on a batch of %d records", self.agent.name, sum(map(len, records.values())))
-        error = StepError(f"agent {self.agent.name!r} could not process the batch: {exc!r}")
-        if undecodable is None:
-            for partition, batch in records.items():
-                if batch:
-                    self.checkpoint.consumed[partition] = batch[-1].offset + 1
-            return [self.dead_letters.for_record(r, error) for batch in records.values() for r in batch]
-        letters = list(undecodable)
-        for event in events:
-            letters.append(
-                self.dead_letters.for_event(event, ErrorRecord.from_exception(event.id, self.agent.name, error))
-            )
-        return letters
+        return StepError(f"agent {self.agent.name!r} could not process the batch: {exc!r}")
 
     def _decode(self, records: dict[TopicPartition, list[Record]]) -> tuple[list[Event], list[Outgoing]]:
         """The events of a batch, and dead letters for the records that cannot be decoded."""
