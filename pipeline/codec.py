@@ -90,6 +90,12 @@ def unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
 
 
+def as_delivered(value: Any) -> Any:
+    """``value`` as a hop between steps delivers it: a private copy, numbers for numpy scalars,
+    lists for tuples; raises what :func:`pack` raises for a value the wire cannot carry."""
+    return unpack(pack(value))
+
+
 def detect(data: bytes) -> Format:
     """``"json"`` if the bytes start like a JSON value, else ``"msgpack"``."""
     return "json" if data[:1] and data[0] in _JSON_START else "msgpack"

@@ -74,10 +74,11 @@ class Event:
             self.wire_origin,
         )
 
-    def copy(self) -> Event:
-        """An independent copy for another branch: its own body (deep), headers and meta."""
+    def branch(self, body: Any) -> Event:
+        """The event for another branch, carrying ``body`` (a copy of its own): its own headers
+        and meta too."""
         return Event(
-            copy.deepcopy(self.body),
+            body,
             self.id,
             self.path,
             self.key,

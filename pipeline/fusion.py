@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 
-from pipeline.codec import pack, unpack
+from pipeline.codec import as_delivered
 from pipeline.errors import StepError
 from pipeline.events import ErrorRecord, Event
 from pipeline.plan import Agent, Plan
@@ -65,7 +65,7 @@ class Chain(Step):
                 kept.append(outcome)
                 continue
             try:
-                event.body = unpack(pack(event.body))
+                event.body = as_delivered(event.body)
             except Exception as exc:  # what the unfused agent could not have sent either
                 error = StepError(f"step {self.first.name!r} produced an output that cannot be sent: {exc!s:.300}")
                 kept.append(Fail(event, ErrorRecord.from_exception(event.id, self.first.name, error)))

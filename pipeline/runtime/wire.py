@@ -6,13 +6,12 @@ from __future__ import annotations
 from typing import Protocol
 
 from pipeline.codec import (
+    as_delivered,
     decode_envelope,
     decode_request,
     encode_envelope,
     encode_response,
-    pack,
     request_event,
-    unpack,
 )
 from pipeline.errors import CodecError
 from pipeline.events import Event
@@ -81,11 +80,12 @@ class ObjectWire(BytesWire):
         check_key_and_headers(event)
         if topic == self.sink:
             return Outgoing(topic, event.body, event.key, [], event)
+        body = as_delivered(event.body)
         if id(event) in self._sent:
-            event = event.copy()
+            event = event.branch(body)
         else:
             self._sent.add(id(event))
-        event.body = unpack(pack(event.body))
+            event.body = body
         key = event.uid.encode() if topic in self.id_keyed else event.key
         return Outgoing(topic, event, key, [], event)
 
