@@ -15,7 +15,7 @@ from pipeline.plan import build_plan
 from pipeline.protocol import parse_path
 from pipeline.runtime.deadletter import error_from_headers
 from pipeline.runtime.loop import AgentLoop
-from pipeline.runtime.memory import MemoryBroker, MemoryTransport, key_partition, run_now
+from pipeline.runtime.memory import MemoryBroker, MemoryRecord, MemoryTransport, PartitionLog, key_partition, run_now
 from pipeline.runtime.sensors import Sensors
 from pipeline.runtime.settings import AgentSettings
 from pipeline.runtime.wire import BytesWire, ObjectWire
@@ -128,7 +128,7 @@ class MockServer:
 
     def _run(self, requests: Iterable[tuple[Any, str, Mapping[str, bytes | str] | None, bytes | None]]) -> Any:
         broker, sink, dlq = self.broker, self._sink, self._dlq
-        sink_start, dlq_start = list(map(len, sink)), list(map(len, dlq))
+        sink_start, dlq_start = [log.end for log in sink], [log.end for log in dlq]
         for body, path, headers, key in requests:
             pairs = [
                 (name, value.encode() if isinstance(value, str) else value) for name, value in (headers or {}).items()
@@ -142,6 +142,7 @@ class MockServer:
         if self.strict:
             outputs = [decode_response(value) for value in outputs]
         errors = [error_from_headers(record.headers) for record in _after(dlq, dlq_start)]
+        broker.drop_read()
         return outputs, errors
 
     def _drain(self) -> None:
@@ -166,11 +167,11 @@ class MockServer:
                 await loop.expire_all()
 
 
-def _after(logs: list[list[Any]], start: list[int]) -> list[Any]:
+def _after(logs: list[PartitionLog], start: list[int]) -> list[MemoryRecord]:
     """The records of ``logs`` (a topic's partitions) from ``start`` (an offset per partition) on."""
     if len(logs) == 1:
-        return logs[0][start[0] :]
-    return [record for log, offset in zip(logs, start) for record in log[offset:]]
+        return logs[0][start[0] - logs[0].base :]
+    return [record for log, offset in zip(logs, start) for record in log[offset - log.base :]]
 
 
 def _decoded(body: Any, content_type: str | None) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Sequence
@@ -71,9 +72,21 @@ async def run_agents(
             logger.info("%s; the agents will keep trying", exc)
         for agent in agents:
             agent.step.setup()
+        if settings.gc_gen0_threshold is not None:
+            settle_collector(settings.gc_gen0_threshold)
         await asyncio.gather(
             *(_keep_running(plan, agent, bootstrap, settings, observed, stopping, config) for agent in agents)
         )
+
+
+def settle_collector(gen0_threshold: int) -> None:
+    """Keep Python's cyclic garbage collector off a worker's hot path: what exists now (modules,
+    loaded models: long-lived) is frozen out of every later collection, and the youngest generation
+    is collected every ``gen0_threshold`` allocations."""
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(gen0_threshold, middle, oldest)
 
 
 def agent_loop(

@@ -11,7 +11,7 @@ from sklearn.datasets import load_iris
 from examples.iris.iris import build, model_dir
 from pipeline import Graph, ProtocolError
 from pipeline.mock import MockRequest
-from steps import Ensemble, Filter, VotingEnsemble
+from steps import Dedupe, Ensemble, Filter, VotingEnsemble
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +178,23 @@ def test_error_handler_sees_every_failure_and_a_broken_handler_is_contained():
     assert seen[0]["step"] == "inv" and graph.dlq == "errs.dlq"
     graph.error_handler("dlq", lambda record: 1 / 0)
     assert graph.to_mock_server().test(body={"x": 0})["error_type"] == "ZeroDivisionError"
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_long_lived_mock_server_keeps_no_record_once_read_and_never_reuses_an_offset(strict):
+    """Every answer is read from the topics, then dropped: a notebook's millionth call holds as
+    little as its first. Offsets go on, so a later request is never taken for a redelivery."""
+    graph = _ensemble_graph(VotingEnsemble(["a", "b"], vote="regression"))
+    graph["models"].to("dedupe", Dedupe()).to("post", add_one_to_outputs)
+    server = graph.to_mock_server(strict=strict)
+    for number in range(30):
+        assert server.test(body={"inputs": [[number]]})["outputs"] == [3.0], number
+        held = {topic: sum(map(len, logs)) for topic, logs in server.broker.topics.items()}
+        assert not any(held.values()), held
+    assert sum(server.broker.end_offsets(server.plan.source).values()) == 30
+    answers, errors = server.test_many(MockRequest({"inputs": [[n]]}) for n in range(100))
+    assert answers == [{**answer, "outputs": [3.0]} for answer in answers] and len(answers) == 100 and not errors
+
+
+def add_one_to_outputs(body):
+    return {**body, "outputs": [value + 1 for value in body["outputs"]]}

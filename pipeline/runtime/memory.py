@@ -67,6 +67,21 @@ class Delivered:
 _DONE = Delivered()
 
 
+class PartitionLog(list):
+    """A partition's records from offset ``base`` on (those before were dropped once read)."""
+
+    __slots__ = ("base",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.base = 0
+
+    @property
+    def end(self) -> int:
+        """The offset the next record gets."""
+        return self.base + len(self)
+
+
 @dataclass
 class MemoryBroker:
     """Topics (lists of partitions of records), consumer groups and their committed offsets.
@@ -77,23 +92,23 @@ class MemoryBroker:
 
     partitions: int = 1
     max_bytes: int | None = None
-    topics: dict[str, list[list[MemoryRecord]]] = field(default_factory=dict)
+    topics: dict[str, list[PartitionLog]] = field(default_factory=dict)
     committed: dict[str, dict[TopicPartition, int]] = field(default_factory=dict)
     members: dict[str, list[MemoryTransport]] = field(default_factory=dict)
     fail_deliveries: int = 0  # the next N deliveries fail (failure tests)
     appended: dict[str, None] = field(default_factory=dict)  # topics written since last taken, in order
 
-    def topic(self, name: str) -> list[list[MemoryRecord]]:
+    def topic(self, name: str) -> list[PartitionLog]:
         """The partitions of topic ``name``, created on first use."""
         partitions = self.topics.get(name)
         if partitions is None:
-            partitions = self.topics[name] = [[] for _ in range(self.partitions)]
+            partitions = self.topics[name] = [PartitionLog() for _ in range(self.partitions)]
         return partitions
 
     def append(self, topic: str, partition: int, key: bytes | None, value: Any, headers: Any) -> MemoryRecord:
         """Store one record; the record as a consumer will read it."""
         log = (self.topics.get(topic) or self.topic(topic))[partition]
-        record = MemoryRecord(topic, partition, len(log), int(time.time() * 1000), key, value, tuple(headers))
+        record = MemoryRecord(topic, partition, log.end, int(time.time() * 1000), key, value, tuple(headers))
         log.append(record)
         self.appended[topic] = None
         return record
@@ -105,7 +120,28 @@ class MemoryBroker:
 
     def end_offsets(self, topic: str) -> dict[TopicPartition, int]:
         """The next offset of each partition of ``topic``."""
-        return {(topic, number): len(log) for number, log in enumerate(self.topic(topic))}
+        return {(topic, number): log.end for number, log in enumerate(self.topic(topic))}
+
+    def drop_read(self) -> None:
+        """Forget the records every group reading their topic has read (and committed, if it
+        commits), and every record of a topic no group reads: a long-lived mock server keeps
+        only what is still to be read. Offsets go on from where they were."""
+        readers: dict[str, list[MemoryTransport]] = {}
+        for members in self.members.values():
+            for member in members:
+                readers.setdefault(member.topic, []).append(member)
+        for topic, logs in self.topics.items():
+            for number, log in enumerate(logs):
+                tp = (topic, number)
+                cut = log.end
+                for member in readers.get(topic, ()):
+                    cut = min(cut, member.positions.get(tp, log.base))
+                    committed = self.committed.get(member.group)
+                    if committed is not None:
+                        cut = min(cut, committed.get(tp, log.base))
+                if cut > log.base:
+                    del log[: cut - log.base]
+                    log.base = cut
 
     async def rebalance(self, group: str) -> None:
         """Share the group's topic partitions among its members, round robin, calling each
@@ -127,7 +163,8 @@ class MemoryBroker:
             gained = wanted[id(member)] - member.owned
             if gained:
                 for tp in gained:
-                    member.positions[tp] = self.committed.get(group, {}).get(tp, 0)
+                    base = self.topic(tp[0])[tp[1]].base
+                    member.positions[tp] = max(self.committed.get(group, {}).get(tp, 0), base)
                 member.owned |= gained
                 member.owned_changed()
                 await member.listener.assigned(gained)
@@ -161,7 +198,7 @@ class MemoryTransport:
         self.owned: set[TopicPartition] = set()
         self.positions: dict[TopicPartition, int] = {}
         self._next = 0  # the partition a poll starts with, rotated for fairness
-        self._logs: list[tuple[TopicPartition, list[MemoryRecord]]] = []  # the owned partitions' logs
+        self._logs: list[tuple[TopicPartition, PartitionLog]] = []  # the owned partitions' logs
         self._open: list[tuple[str, int, bytes | None, Any, list[Header]]] | None = None  # a transaction's sends
         self._offsets: dict[TopicPartition, int] = {}
 
@@ -181,9 +218,10 @@ class MemoryTransport:
         if len(logs) == 1:  # one partition (the mock server's topics)
             tp, log = logs[0]
             position = positions[tp]
-            if len(log) <= position:
+            start = position - log.base
+            if len(log) <= start:
                 return {}
-            taken = log[position : position + max_records]
+            taken = log[start : start + max_records]
             positions[tp] = position + len(taken)
             return {tp: taken}  # type: ignore[dict-item]
         batches: dict[TopicPartition, list[Record]] = {}
@@ -191,9 +229,10 @@ class MemoryTransport:
         for index in range(len(logs)):
             tp, log = logs[(self._next + index) % len(logs)]
             position = positions[tp]
-            if len(log) <= position:
+            start = position - log.base
+            if len(log) <= start:
                 continue
-            taken = log[position : position + max_records]
+            taken = log[start : start + max_records]
             if taken:
                 batches[tp] = list(taken)
                 self.positions[tp] = position + len(taken)
@@ -206,7 +245,7 @@ class MemoryTransport:
         """Whether records of the owned partitions are waiting to be read."""
         positions = self.positions
         for tp, log in self._logs:
-            if len(log) > positions[tp]:
+            if log.end > positions[tp]:
                 return True
         return False
 
@@ -256,7 +295,8 @@ class MemoryTransport:
         return self.broker.committed.get(self.group, {}).get(partition)
 
     async def seek(self, partition: TopicPartition, offset: int | None) -> None:
-        self.positions[partition] = offset or 0
+        base = self.broker.topic(partition[0])[partition[1]].base  # before it: dropped, as Kafka's retention
+        self.positions[partition] = max(offset or 0, base)
 
     def assignment(self) -> Collection[TopicPartition]:
         return set(self.owned)
