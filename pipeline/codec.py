@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Iterable
 from typing import Any, Literal, Protocol
 
@@ -80,9 +81,16 @@ def _plain_default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__} in a response")
 
 
+_packers = threading.local()  # one Packer per thread: packb makes (and frees) a 1 MiB buffer per call
+
+
 def pack(value: Any) -> bytes:
     """msgpack bytes, numpy arrays as the compact extension type."""
-    return msgpack.packb(value, default=_pack_default, use_bin_type=True)
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(default=_pack_default, use_bin_type=True)
+    return packer.pack(value)  # a value that fails half-way leaves nothing behind (msgpack resets)
 
 
 def unpack(data: bytes) -> Any:

@@ -9,10 +9,10 @@ import msgpack
 import numpy as np
 
 from pipeline.events import Event
-from pipeline.protocol import rows
 
 BATCH_FREE = ("inputs", "id")  # fields a stacked request does not carry per event
-Pending = tuple[int, Event, Any, Any]  # (index in the batch, event, validated request, its inputs)
+Pending = tuple[int, Event, Any, Any]  # (index in the batch, event, validated request, its rows)
+_NO_FIELDS = msgpack.packb({})
 
 
 def stack(parts: list[Any]) -> Any:
@@ -31,7 +31,7 @@ def groups(pending: list[Pending]) -> list[list[Pending]]:
     found: dict[tuple[Any, bytes], list[Pending]] = {}
     alone: list[list[Pending]] = []
     for item in pending:
-        layout = _layout(rows(item[3]))
+        layout = _layout(item[3])
         fields = _fields(item[2]) if layout is not None else None
         if fields is None:
             alone.append([item])
@@ -44,6 +44,8 @@ def _fields(request: dict[str, Any]) -> bytes | None:
     """The request's fields but ``inputs`` and ``id`` as exact bytes (msgpack tells ``1``,
     ``1.0`` and ``True`` apart, and keeps key order), or None for values other than plain data
     (numpy values, tuples, objects): such a request is never stacked with another."""
+    if len(request) <= len(BATCH_FREE) and all(key in BATCH_FREE for key in request):
+        return _NO_FIELDS  # the usual request: inputs, perhaps an id
     try:
         return msgpack.packb(
             {key: value for key, value in request.items() if key not in BATCH_FREE},
@@ -60,11 +62,28 @@ def _layout(inputs: Any) -> Any:
     int rows stacked with float rows would see floats); None for rows of no one shape."""
     if isinstance(inputs, np.ndarray):
         return None if inputs.dtype.kind == "O" else (np.ndarray, inputs.dtype.str, inputs.shape[1:])
+    flat = _flat_rows(inputs)
+    if flat is not None:
+        return flat
     kinds: set[Any] = set()
     shapes = {_shape(row, kinds) for row in inputs}
     if len(shapes) != 1 or None in shapes:
         return None
     return type(inputs), shapes.pop(), frozenset(kinds)
+
+
+def _flat_rows(inputs: list[Any] | tuple[Any, ...]) -> Any:
+    """:func:`_layout` of rows that are all lists of one length holding no list, tuple or array
+    (the usual request), found in one pass; None for anything else."""
+    width = len(inputs[0]) if type(inputs[0]) is list else -1
+    values: set[type] = set()
+    for row in inputs:
+        if type(row) is not list or len(row) != width:
+            return None
+        values.update(map(type, row))
+    if any(issubclass(kind, _NESTED) for kind in values):
+        return None
+    return type(inputs), (width,), frozenset(values | {list})
 
 
 def _shape(value: Any, kinds: set[Any]) -> tuple[int, ...] | None:
@@ -97,7 +116,7 @@ def chunks(group: list[Pending], limit: int | None) -> list[list[Pending]]:
     chunks: list[list[Pending]] = [[]]
     held = 0
     for item in group:
-        size = len(rows(item[3]))
+        size = len(item[3])
         if chunks[-1] and held + size > limit:
             chunks.append([])
             held = 0

@@ -174,8 +174,8 @@ class ModelServer(Step):
                 continue
             if isinstance(item, (Emit, Fail)):
                 done[index].append(item)
-            elif self.batching and rows(item[1]) is not None:
-                pending.append((index, event, item[0], item[1]))
+            elif self.batching and (table := rows(item[1])) is not None:
+                pending.append((index, event, item[0], table))
             else:
                 self._predict([(index, event, item[0], item[1])], done)
         for group in groups(pending) if len(pending) > 1 else [pending] if pending else []:
@@ -223,7 +223,7 @@ class ModelServer(Step):
                 return
             done[index].append(self._answer(event, outputs))
             return
-        parts = [rows(inputs) for _, _, _, inputs in group]
+        parts = [table for _, _, _, table in group]
         try:  # parts of one layout (batching.groups): stacking them changes no row
             stacked = stack(parts)
             request = {key: value for key, value in group[0][2].items() if key not in BATCH_FREE}

@@ -295,6 +295,11 @@ def test_only_requests_with_the_same_plain_fields_and_row_layout_share_a_call():
         {"inputs": [[3.0, 4.0]], "scale": np.float32(1)},  # not plain data: alone
         {"inputs": [[3.0, 4.0]], "scale": (1,)},  # a tuple: alone
         {"inputs": [[3.0, 4.0, 5.0]], "scale": 1},  # another width
+        {"inputs": [[5.0, 6.0], [7.0, 8.0]]},
+        {"id": "b", "inputs": [[9.0, 1.0]]},  # joins the one before: the id is per event
+        {"inputs": [[5.0, 6.0], [[7.0], 8.0]]},  # a list among the values: alone
+        {"inputs": [[5.0, 6.0], (7.0, 8.0)]},  # a tuple row among lists: alone
+        {"inputs": [[5.0, 6.0], [7.0, None]]},  # None among the values: another layout
     ]
     pending = [(i, Event(body), body, body["inputs"]) for i, body in enumerate(bodies)]
     assert sorted(sorted(index for index, *_ in group) for group in groups(pending)) == [
@@ -305,4 +310,8 @@ def test_only_requests_with_the_same_plain_fields_and_row_layout_share_a_call():
         [5],
         [6],
         [7],
+        [8, 9],
+        [10],
+        [11],
+        [12],
     ]

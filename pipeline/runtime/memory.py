@@ -132,6 +132,8 @@ class MemoryBroker:
                 readers.setdefault(member.topic, []).append(member)
         for topic, logs in self.topics.items():
             for number, log in enumerate(logs):
+                if not log:
+                    continue
                 tp = (topic, number)
                 cut = log.end
                 for member in readers.get(topic, ()):

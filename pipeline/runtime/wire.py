@@ -44,12 +44,7 @@ class BytesWire:
         return decode_envelope(record.value, dict(record.headers))
 
     def encode(self, topic: str, event: Event) -> Outgoing:
-        check_key_and_headers(event)
-        headers = list(event.headers.items())
-        marked = event.id.encode()
-        if event.headers.get("id") != marked:  # set at the first hop; carried on from there
-            headers = [(name, value) for name, value in headers if name != "id"]
-            headers.append(("id", marked))
+        headers = record_headers(event)
         if topic == self.sink:
             value = encode_response(event.body, event.meta.get("format", "json"))
             return Outgoing(topic, value, event.key, headers, event)
@@ -77,7 +72,7 @@ class ObjectWire(BytesWire):
         return record.value
 
     def encode(self, topic: str, event: Event) -> Outgoing:
-        check_key_and_headers(event)
+        record_headers(event)  # what Kafka could not carry fails here too
         if topic == self.sink:
             return Outgoing(topic, event.body, event.key, [], event)
         body = as_delivered(event.body)
@@ -93,9 +88,10 @@ class ObjectWire(BytesWire):
         self._sent.clear()
 
 
-def check_key_and_headers(event: Event) -> None:
-    """Raise :class:`CodecError` unless ``event`` can go on a Kafka record as it is: its key bytes
-    or None, its header names text that UTF-8 can encode, its header values bytes or None.
+def record_headers(event: Event) -> list[tuple[str, bytes | None]]:
+    """The headers of the record that carries ``event``, its ``id`` header its event's id (set at
+    the first hop, then carried on); :class:`CodecError` unless its key is bytes or None, its header
+    names text UTF-8 can encode and its header values bytes or None.
 
     A step that sets ``event.key = "cust-42"`` gets a dead letter naming the problem rather than
     text quietly encoded one way here and another way by a client: it should set bytes
@@ -104,11 +100,21 @@ def check_key_and_headers(event: Event) -> None:
     key = event.key
     if key is not None and not isinstance(key, bytes):
         raise CodecError(f"the event's key must be bytes or None, not {type(key).__name__} ({key!r:.60})")
+    marked = event.id.encode()
+    headers: list[tuple[str, bytes | None]] = []
     for name, value in event.headers.items():
         if type(name) is not str or not (name.isascii() or _utf8(name)):
             raise CodecError(f"header name {name!r:.60} must be text UTF-8 can encode")
         if value is not None and not isinstance(value, bytes):
             raise CodecError(f"header {name!r:.60} must be bytes or None, not {type(value).__name__} ({value!r:.60})")
+        if name == "id":
+            if value != marked:
+                continue
+            marked = None
+        headers.append((name, value))
+    if marked is not None:
+        headers.append(("id", marked))
+    return headers
 
 
 def _utf8(text: str) -> bool:
