@@ -6,6 +6,10 @@ to those that compare two checkouts of streamserve (floor, cost, mock_overhead);
 rewrites RESULTS.md from the JSON already there. The goals table comes from those results only
 (bench/goals.py): a goal gets a verdict only from a full run of at least 3 runs.
 
+A benchmark with no results here (bench/results/ is not committed: a fresh checkout, another machine)
+keeps its section, its goal rows and its quotable figures from the RESULTS.md being replaced, marked as
+carried from that report, with that report's machine: a partial rerun never drops what it did not rerun.
+
 Run: python bench/run_all.py [--quick] [--only floor,latency] [--compare-tree PATH]
                              [--bootstrap HOST:PORT] [--report]
 """
@@ -67,8 +71,58 @@ def markdown(table: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def report(runs: dict[str, dict[str, Any]], command: str) -> str:
+class Earlier:
+    """The report being replaced: its sections, goal rows, quotable lines and machine, by name."""
+
+    def __init__(self, text: str) -> None:
+        self.sections: dict[str, list[str]] = {}
+        self.goal_rows: dict[str, str] = {}
+        self.quotes: list[str] = []
+        self.cpu = ""
+        current: list[str] | None = None
+        in_quotes = False
+        for line in text.splitlines():
+            if line.startswith("## "):
+                current = self.sections.setdefault(line[3:].split(":", 1)[0], []) if ":" in line else None
+                in_quotes = False
+                continue
+            if current is not None:
+                current.append(line)
+            if line.startswith("| CPU |"):
+                self.cpu = line.split("|")[2].strip()
+            elif line.startswith("| ") and "`bench/" in line:
+                self.goal_rows[line.split(" | ", 1)[0][2:]] = line
+            elif line.startswith("**figures to quote**"):
+                in_quotes = True
+            elif in_quotes and line.startswith("- "):
+                self.quotes.append(line)
+
+    def mark(self) -> str:
+        return f"carried from the previous report ({self.cpu})"
+
+    def goal_row(self, cells: list[Any]) -> list[Any]:
+        """``cells``, or where they say "not measured", the earlier report's row for the same goal."""
+        old = self.goal_rows.get(str(cells[0]))
+        if cells[1] != "not measured" or old is None:
+            return cells
+        old_cells = [cell.strip() for cell in old.strip().strip("|").split(" | ")]
+        if "carried from" not in old_cells[2]:  # carried once more: it keeps the machine it names
+            old_cells[2] += f", {self.mark()}"
+        return old_cells
+
+    def section(self, name: str) -> list[str] | None:
+        """The earlier report's section ``name``, marked as carried (once: it keeps the first mark)."""
+        lines = self.sections.get(name)
+        if not lines or any("No results yet." in line for line in lines):
+            return None
+        if next(line for line in lines if line).startswith("> Not rerun"):
+            return lines
+        return [f"> Not rerun: {self.mark()}.", *lines]
+
+
+def report(runs: dict[str, dict[str, Any]], command: str, earlier: Earlier) -> str:
     env = environment()
+    missing = [name for name, _ in BENCHMARKS if not (RESULTS / f"{name}.json").is_file()]
     found = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json"))]
     quick = any(isinstance(data, dict) and data.get("quick") for data in found)
     versions = " / ".join(env[name] for name in ("aiokafka", "numpy", "scikit-learn", "msgpack"))
@@ -99,7 +153,7 @@ def report(runs: dict[str, dict[str, Any]], command: str) -> str:
         "",
         "## Goals",
         "",
-        *markdown(goals_table()),
+        *markdown({**goals_table(), "rows": [earlier.goal_row(cells) for cells in goals_table()["rows"]]}),
         "Every figure is the median (min-max) of its runs; in each round the systems compared run in an order",
         "rotated per round, and each run records the 1-minute load average at its start and end and the CPU share",
         'taken by processes outside it (see each benchmark\'s "every run" table). Throughput (events/s) is the',
@@ -111,7 +165,11 @@ def report(runs: dict[str, dict[str, Any]], command: str) -> str:
     others = also_measured()
     if others:
         lines += ["**also measured in these runs**", "", *others, ""]
-    quoted = quotes()
+    quoted = quotes() + [
+        line if "carried from" in line else f"{line} ({earlier.mark()})"
+        for line in earlier.quotes
+        if any(f"bench/{name}.py" in line for name in missing)
+    ]
     if quoted:
         lines += ["**figures to quote** (the README's claims should be these, word for word)", "", *quoted, ""]
     for name, about in BENCHMARKS:
@@ -121,7 +179,7 @@ def report(runs: dict[str, dict[str, Any]], command: str) -> str:
         if ran and ran["exit"] != 0:
             lines += [f"`{ran['command']}` **failed** (exit {ran['exit']}); figures below, if any, are older.", ""]
         if not path.is_file():
-            lines += ["No results yet.", ""]
+            lines += earlier.section(name) or ["No results yet.", ""]
             continue
         data = json.loads(path.read_text())
         if not isinstance(data, dict):  # an older script's format
@@ -162,7 +220,8 @@ def main() -> None:
         ledger.write_text(json.dumps(runs, indent=2))
     out = BENCH / "RESULTS.md"
     command = " ".join(["python", "bench/run_all.py", *sys.argv[1:]])
-    out.write_text(report(runs, command) + "\n")
+    earlier = Earlier(out.read_text() if out.is_file() else "")
+    out.write_text(report(runs, command, earlier) + "\n")
     print(f"\nwrote {out.relative_to(ROOT)}")
     for name, ran in done.items():
         outcome = "ok" if ran["exit"] == 0 else f"FAILED (exit {ran['exit']})"

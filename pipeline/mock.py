@@ -15,7 +15,8 @@ from pipeline.plan import build_plan
 from pipeline.protocol import parse_path
 from pipeline.runtime.deadletter import error_from_headers
 from pipeline.runtime.loop import AgentLoop
-from pipeline.runtime.memory import MemoryBroker, MemoryRecord, MemoryTransport, PartitionLog, key_partition, run_now
+from pipeline.runtime.memory import MemoryBroker, MemoryRecord, PartitionLog, key_partition, run_now
+from pipeline.runtime.memory_transport import MemoryTransport
 from pipeline.runtime.sensors import Sensors
 from pipeline.runtime.settings import AgentSettings
 from pipeline.runtime.wire import BytesWire, ObjectWire

@@ -18,7 +18,8 @@ from pipeline.mock import MockRequest, MockServer
 from pipeline.plan import Plan, build_plan
 from pipeline.runtime.deadletter import ERROR_HEADERS
 from pipeline.runtime.loop import AgentLoop
-from pipeline.runtime.memory import MemoryBroker, MemoryRecord, MemoryTransport
+from pipeline.runtime.memory import MemoryBroker, MemoryRecord
+from pipeline.runtime.memory_transport import MemoryTransport
 from pipeline.runtime.sensors import Tally
 from pipeline.runtime.settings import AgentSettings
 from steps import Emit, Step, VotingEnsemble
