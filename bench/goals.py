@@ -106,7 +106,15 @@ def _cost_need(data: dict[str, Any]) -> str:
         data, "baseline", "reported_ms_per_request"
     )
     parts = ", ".join(f"{group} {fmt(after[group], 2)}" for group in ("workers", "broker", "driver") if group in after)
-    return f"<= {base / 2:.2f} CPU ms per request; now {parts}" if base else ""
+    need = f"<= {base / 2:.2f} CPU ms per request; now {parts}" if base else ""
+    cores, whole = _get(data, "environment", "cores"), _get(after, "whole deployment", "median")
+    if cores and whole and whole >= 0.98 * cores * 1000 / data.get("rate", 1000):  # every core busy all along
+        need += (
+            f". The machine's {cores} cores were busy the whole time ({cores} CPU s per second / "
+            f"{data.get('rate', 1000):,.0f} requests = {cores * 1000 / data.get('rate', 1000):.2f} ms): this figure is "
+            "the machine's ceiling, not the deployment's cost, and cannot show a cut"
+        )
+    return need
 
 
 def _p99_need(data: dict[str, Any]) -> str:

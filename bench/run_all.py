@@ -98,6 +98,7 @@ class Earlier:
                 self.quotes.append(line)
 
     def mark(self) -> str:
+        """What a carried part says of where it comes from."""
         return f"carried from the previous report ({self.cpu})"
 
     def goal_row(self, cells: list[Any]) -> list[Any]:
@@ -115,7 +116,7 @@ class Earlier:
         lines = self.sections.get(name)
         if not lines or any("No results yet." in line for line in lines):
             return None
-        if next(line for line in lines if line).startswith("> Not rerun"):
+        if next((line for line in lines if line), "").startswith("> Not rerun"):
             return lines
         return [f"> Not rerun: {self.mark()}.", *lines]
 

@@ -50,6 +50,8 @@ async def run_agents(
     connect as ``kafka_config`` says (see :func:`pipeline.kafka_config.resolve`); credentials
     or TLS the cluster refuses raise DeploymentError before any step loads. With
     ``metrics_port``, /metrics, /healthz and /readyz are served there (see :mod:`pipeline.observe`).
+    Once the steps are loaded, the process's garbage collector is settled as
+    ``settings.gc_gen0_threshold`` says (see :func:`settle_collector`).
     """
     stopping = stopping or asyncio.Event()
     settings = settings or AgentSettings()

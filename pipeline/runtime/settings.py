@@ -34,7 +34,7 @@ class AgentSettings:
     fetch_min_bytes: int = 2048
     idle_fetch_wait_ms: int = 500
     # Python's cyclic garbage collector: once the steps are loaded, what start-up made (modules, models)
-    # is frozen out of every later collection, and the youngest generation is collected after this many
-    # allocations instead of 700 (bench/RESULTS.md, "collector"). None leaves the collector as it is.
+    # is frozen out of every later collection (else each full collection walks them all again), and the
+    # youngest generation is collected after this many allocations instead of 700. None leaves it as is.
     gc_gen0_threshold: int | None = 20_000
     instance: str = field(default_factory=default_instance)
