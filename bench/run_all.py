@@ -116,9 +116,11 @@ class Earlier:
         lines = self.sections.get(name)
         if not lines or any("No results yet." in line for line in lines):
             return None
-        if next((line for line in lines if line), "").startswith("> Not rerun"):
-            return lines
-        return [f"> Not rerun: {self.mark()}.", *lines]
+        kept = [line for line in lines if "**failed** (exit" not in line]  # a run of that report: said anew
+        text = "\n".join(kept).strip("\n").splitlines()  # its blank lines at either end are the report's
+        if not any(line.startswith("> Not rerun") for line in text):
+            text = [f"> Not rerun: {self.mark()}.", "", *text]
+        return [*text, ""]
 
 
 def report(runs: dict[str, dict[str, Any]], command: str, earlier: Earlier) -> str:

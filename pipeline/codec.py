@@ -81,16 +81,18 @@ def _plain_default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__} in a response")
 
 
-_packers = threading.local()  # one Packer per thread: packb makes (and frees) a 1 MiB buffer per call
+_packers = threading.local()  # a Packer per thread to reuse: packb makes (and frees) a 1 MiB buffer per call
+REUSED_BUFFER_BYTES = 1 << 20  # a Packer that packed more is let go: its buffer never shrinks
 
 
 def pack(value: Any) -> bytes:
     """msgpack bytes, numpy arrays as the compact extension type."""
-    try:
-        packer = _packers.packer
-    except AttributeError:
-        packer = _packers.packer = msgpack.Packer(default=_pack_default, use_bin_type=True)
-    return packer.pack(value)  # a value that fails half-way leaves nothing behind (msgpack resets)
+    packer = getattr(_packers, "free", None) or msgpack.Packer(default=_pack_default, use_bin_type=True)
+    _packers.free = None  # a pack inside this one (a __del__, an items() override) takes a Packer of its own
+    data = packer.pack(value)
+    if len(data) <= REUSED_BUFFER_BYTES:
+        _packers.free = packer
+    return data
 
 
 def unpack(data: bytes) -> Any:
@@ -144,6 +146,8 @@ def request_event(body: Any, fmt: Format, data: bytes, record: RecordLike) -> Ev
         key = None if record.key is None else bytes(record.key)
     except (TypeError, ValueError) as exc:
         raise CodecError(f"request record has malformed key or headers: {exc}") from exc
+    if (not data or b"\\u" in data) and not _utf8_text(body):  # JSON's \udXXX escapes; bodies without bytes
+        raise CodecError("request holds text UTF-8 cannot encode (a lone surrogate, as a \\udXXX escape gives)")
     origin = Origin(data, key, pairs, record.partition, record.offset, record.timestamp)
     headers, uid = dict(pairs), origin.uid
     event_id = _client_id(body, headers, uid)
@@ -171,6 +175,28 @@ def _client_id(body: Any, headers: dict[str, bytes | None], uid: str) -> str:
     if header:
         return header.decode(errors="replace")
     return hashlib.blake2b(uid.encode(), digest_size=16).hexdigest()
+
+
+def _utf8_text(body: Any) -> bool:
+    """Whether every text in ``body`` (keys too) is text UTF-8 can encode, as every hop needs."""
+    try:
+        json.dumps(body, ensure_ascii=False, default=repr).encode()
+    except UnicodeEncodeError:
+        return False
+    except (TypeError, ValueError, RecursionError):  # not plain data: the steps' codec says what is wrong
+        return True
+    return True
+
+
+def utf8_encodable(text: str) -> bool:
+    """Whether UTF-8 can encode ``text`` (a str decoded from JSON may hold lone surrogates)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_depth(value: Any) -> None:

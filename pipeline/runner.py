@@ -7,7 +7,7 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from pipeline.errors import DeploymentError, TransportError
 from pipeline.kafka_access import probe, wait_for_coordinator
@@ -51,7 +51,7 @@ async def run_agents(
     or TLS the cluster refuses raise DeploymentError before any step loads. With
     ``metrics_port``, /metrics, /healthz and /readyz are served there (see :mod:`pipeline.observe`).
     Once the steps are loaded, the process's garbage collector is settled as
-    ``settings.gc_gen0_threshold`` says (see :func:`settle_collector`).
+    ``settings.gc_gen0_threshold`` says until the agents stop (see :func:`settled_collector`).
     """
     stopping = stopping or asyncio.Event()
     settings = settings or AgentSettings()
@@ -74,21 +74,30 @@ async def run_agents(
             logger.info("%s; the agents will keep trying", exc)
         for agent in agents:
             agent.step.setup()
-        if settings.gc_gen0_threshold is not None:
-            settle_collector(settings.gc_gen0_threshold)
-        await asyncio.gather(
-            *(_keep_running(plan, agent, bootstrap, settings, observed, stopping, config) for agent in agents)
-        )
+        with settled_collector(settings.gc_gen0_threshold):
+            await asyncio.gather(
+                *(_keep_running(plan, agent, bootstrap, settings, observed, stopping, config) for agent in agents)
+            )
 
 
-def settle_collector(gen0_threshold: int) -> None:
-    """Keep Python's cyclic garbage collector off a worker's hot path: what exists now (modules,
-    loaded models: long-lived) is frozen out of every later collection, and the youngest generation
-    is collected every ``gen0_threshold`` allocations."""
+@contextlib.contextmanager
+def settled_collector(gen0_threshold: int | None) -> Iterator[None]:
+    """Keep Python's cyclic garbage collector off the agents' hot path while they run: what exists
+    now (modules, loaded models: long-lived) is frozen out of every collection, and the youngest
+    generation is collected every ``gen0_threshold`` allocations; on the way out, the collector is
+    as it was (a cycle among the frozen objects dropped meanwhile is collected then). None: no change."""
+    if gen0_threshold is None:
+        yield
+        return
+    before = gc.get_threshold()
     gc.collect()
     gc.freeze()
-    _, middle, oldest = gc.get_threshold()
-    gc.set_threshold(gen0_threshold, middle, oldest)
+    gc.set_threshold(gen0_threshold, *before[1:])
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
 
 
 def agent_loop(

@@ -111,6 +111,10 @@ _ODD = [
     msgpack.packb({"inputs": b"\xff\xfe raw bytes"}),
     msgpack.packb({"id": {"nested": ["id"]}, "inputs": [[1]]}),
     b'{"id": null, "inputs": [[1]]}',
+    # JSON escapes that decode to lone surrogates: text no UTF-8 encoder (Kafka's headers, msgpack) takes
+    b'{"id": "\\ud800", "inputs": [[1]]}',
+    b'{"inputs": [[1]], "note": "\\udfff"}',
+    b'{"\\ud800": 1, "inputs": [[1]]}',
     b"{}",
     b"null",
 ]

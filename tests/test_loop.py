@@ -119,6 +119,23 @@ def test_every_hostile_record_is_answered_or_dead_lettered_with_its_own_bytes(re
     assert {f"good-{n}" for n in range(5)} <= answered
 
 
+def test_text_that_utf8_cannot_encode_dead_letters_its_request_and_the_agent_goes_on():
+    """JSON escapes decode to lone surrogates: an id that Kafka's id header cannot carry, a
+    field msgpack cannot pack. Each is that request's dead letter; the batch around it is answered."""
+    deployment = Deployment(doubling_graph(), partitions=1)
+    bad = [b'{"id": "\\ud800", "inputs": [[1.0]]}', b'{"inputs": [[1.0]], "note": "\\udfff"}']
+    for value in [request(1.0, id="before"), *bad, request(2.0, id="after")]:
+        deployment.produce(value)
+
+    async def run() -> None:
+        await deployment.start()
+        await deployment.drain()
+
+    asyncio.run(run())
+    assert sorted(decode_response(record.value)["id"] for record in deployment.sink()) == ["after", "before"]
+    assert sorted(letter.value for letter in deployment.dead()) == sorted(bad)
+
+
 def test_a_revoked_partition_is_committed_then_continued_by_its_new_owner():
     deployment = Deployment(doubling_graph("revoke"), partitions=4)
     for n in range(40):

@@ -86,7 +86,7 @@ class DeadLetters:
             if name not in _ERROR_HEADERS:
                 kept.append((str(name), _bytes(header)))
         if error.event_id and all(name != "id" for name, _ in kept):
-            kept.append(("id", error.event_id.encode()))
+            kept.append(("id", error.event_id.encode(errors="replace")))  # a letter never fails on its id
         fields = {
             "error": _capped(error.message),
             "error_type": error.error_type,

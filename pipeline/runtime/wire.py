@@ -12,6 +12,7 @@ from pipeline.codec import (
     encode_envelope,
     encode_response,
     request_event,
+    utf8_encodable,
 )
 from pipeline.errors import CodecError
 from pipeline.events import Event
@@ -100,10 +101,10 @@ def record_headers(event: Event) -> list[tuple[str, bytes | None]]:
     key = event.key
     if key is not None and not isinstance(key, bytes):
         raise CodecError(f"the event's key must be bytes or None, not {type(key).__name__} ({key!r:.60})")
-    marked = event.id.encode()
+    marked = event.id.encode()  # the codec refuses requests whose id cannot be; a step's own fails here
     headers: list[tuple[str, bytes | None]] = []
     for name, value in event.headers.items():
-        if type(name) is not str or not (name.isascii() or _utf8(name)):
+        if type(name) is not str or not utf8_encodable(name):
             raise CodecError(f"header name {name!r:.60} must be text UTF-8 can encode")
         if value is not None and not isinstance(value, bytes):
             raise CodecError(f"header {name!r:.60} must be bytes or None, not {type(value).__name__} ({value!r:.60})")
@@ -115,11 +116,3 @@ def record_headers(event: Event) -> list[tuple[str, bytes | None]]:
     if marked is not None:
         headers.append(("id", marked))
     return headers
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
