@@ -104,6 +104,11 @@ class MemoryBroker:
         """The next offset of each partition of ``topic``."""
         return {(topic, number): log.end for number, log in enumerate(self.topic(topic))}
 
+    def readable(self, partition: TopicPartition, offset: int | None) -> int:
+        """Where reading ``partition`` from ``offset`` (None: the beginning) starts: no earlier than
+        its first record kept (those before were dropped, as Kafka's retention drops them)."""
+        return max(offset or 0, self.topic(partition[0])[partition[1]].base)
+
     def drop_read(self) -> None:
         """Forget the records every group reading their topic has read (and committed, if it
         commits), and every record of a topic no group reads: a long-lived mock server keeps
@@ -147,8 +152,7 @@ class MemoryBroker:
             gained = wanted[id(member)] - member.owned
             if gained:
                 for tp in gained:
-                    base = self.topic(tp[0])[tp[1]].base
-                    member.positions[tp] = max(self.committed.get(group, {}).get(tp, 0), base)
+                    member.positions[tp] = self.readable(tp, self.committed.get(group, {}).get(tp))
                 member.owned |= gained
                 member.owned_changed()
                 await member.listener.assigned(gained)

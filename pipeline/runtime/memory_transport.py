@@ -156,8 +156,7 @@ class MemoryTransport:
         return self.broker.committed.get(self.group, {}).get(partition)
 
     async def seek(self, partition: TopicPartition, offset: int | None) -> None:
-        base = self.broker.topic(partition[0])[partition[1]].base  # before it: dropped, as Kafka's retention
-        self.positions[partition] = max(offset or 0, base)
+        self.positions[partition] = self.broker.readable(partition, offset)
 
     def assignment(self) -> Collection[TopicPartition]:
         return set(self.owned)
