@@ -90,13 +90,31 @@ def _floor_need(other: str, factor: float) -> Callable[[dict[str, Any]], str]:
         ours, theirs = _get(data, "systems", "streamserve"), _get(data, "systems", other)
         if not ours or not theirs:
             return ""
-        return (
+        text = (
             f"events/s from {fmt(ours.get('events_per_s'))} to >= {fmt(theirs['events_per_s']['median'] * factor)}; "
             f"draining, its workers spend {fmt(ours.get('cpu_system_saturated'))} CPU µs per event, the {other} "
-            f"chain's {fmt(theirs.get('cpu_system_saturated'))} (where it goes: hotpath)"
+            f"chain's {fmt(theirs.get('cpu_system_saturated'))}"
         )
+        return text + _gap(ours, theirs)
 
     return need
+
+
+def _gap(ours: dict[str, Any], theirs: dict[str, Any]) -> str:
+    """Where the CPU gap between streamserve's workers and a chain's goes, from hotpath's figures."""
+    hops = _get(result("hotpath") or {}, "hops", "all four")
+    mine, chain = _get(ours, "cpu_system_saturated", "median"), _get(theirs, "cpu_system_saturated", "median")
+    if not hops or mine is None or chain is None:
+        return " (where it goes: hotpath)"
+    layer = hops["streamserve"] - hops["hand-written"]
+    return (
+        f". Of the {mine - chain:.0f} µs between them, {layer:.0f} is each hop's own work (in-process, hotpath's "
+        f"hop table: streamserve's decode, step, route and encode {hops['streamserve']:.0f} µs per event over the "
+        f"four hops, the hand-written work {hops['hand-written']:.0f}: the envelope, identity and per-event "
+        f"isolation); the other {max(mine - chain - layer, 0):.0f} µs is per-record work around the steps (the "
+        "delivery loop, the Kafka client on larger records, the event loop: hotpath's profiles). Meeting it "
+        "takes both to the hand-written cost, or fewer hops (floor's fused row)"
+    )
 
 
 def _cost_need(data: dict[str, Any]) -> str:

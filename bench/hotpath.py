@@ -6,9 +6,10 @@ answer is read. Shares are of the samples in which the worker was running Python
 out by py-spy): "self" is time in the function itself (C calls it makes included, e.g. msgpack, numpy),
 "total" includes what it calls. Raw stacks are kept in bench/results/hotpath-<agent>.txt.
 
-Two more tables put numbers on what the profiles show: the CPU per record of aiokafka's producer
-used as the agents use it (``send()`` per record) and with one batch per partition, and µs per call of
-the per-event codec and protocol functions next to the bare library calls they wrap.
+Three more tables put numbers on what the profiles show: each hop's own work per event in-process,
+hand-written against streamserve's step layer (bench/hopcost.py); the CPU per record of aiokafka's
+producer used record by record (``send()``) and with one batch per partition; and µs per call of the
+per-event codec and protocol functions next to the bare library calls they wrap.
 
 Run: python bench/hotpath.py [--agents pre,lr] [--requests 30000] [--rate 100] [--quick]
 Prints tables and writes bench/results/hotpath.json.
@@ -40,6 +41,7 @@ from common import (
     save,
     warm_up,
 )
+from hopcost import hop_costs
 
 from pipeline.runtime.settings import AgentSettings
 
@@ -284,7 +286,8 @@ def main() -> None:
             tables, found = profile(broker.bootstrap, args.agents.split(","), count, args)
             results.update(found)
         tables.append(producer_costs(broker.bootstrap, 5_000 if args.quick else 20_000))
-    tables.append(per_event_costs(2_000 if args.quick else 20_000))
+    hops_table, results["hops"] = hop_costs(10 if args.quick else 40)
+    tables += [hops_table, per_event_costs(2_000 if args.quick else 20_000)]
     for table in tables:
         table.print()
     save("hotpath", args, tables, **results)

@@ -64,8 +64,8 @@ def main() -> None:
     for text, figure in figures.items():
         figure["label"] = overrides.label(settings[text])
     base = systems[0]
-    speed = ratios(runs, base, systems)
-    cpu = ratios(runs, base, systems, figure="cpu_system_at_rate")
+    speed = {name: ratios(runs, name, [base])[f"{name}/{base}"] for name in systems[1:]}  # each setting over base
+    cpu = {name: ratios(runs, name, [base], figure="cpu_system_at_rate")[f"{name}/{base}"] for name in systems[1:]}
     main_table = throughput_table(
         f"iris lr path under AgentSettings overrides: {count:,}-request backlog, then {args.rate:,.0f}/s: "
         f"median (min-max) of {rounds} rounds",
@@ -73,7 +73,7 @@ def main() -> None:
         args.rate,
     )
     main_table.note = f"against {overrides.label(settings[base])}, round by round: " + "; ".join(
-        f"{overrides.label(settings[name.removeprefix(base + '/')])}: events/s {fmt(value, 2)}x, "
+        f"{overrides.label(settings[name])}: events/s {fmt(value, 2)}x, "
         f"worker CPU µs/event at the rate {fmt(cpu[name], 2)}x"
         for name, value in speed.items()
     )

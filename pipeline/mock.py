@@ -15,8 +15,9 @@ from pipeline.plan import build_plan
 from pipeline.protocol import parse_path
 from pipeline.runtime.deadletter import error_from_headers
 from pipeline.runtime.loop import AgentLoop
-from pipeline.runtime.memory import MemoryBroker, MemoryRecord, PartitionLog, key_partition, run_now
+from pipeline.runtime.memory import MemoryBroker, MemoryRecord, PartitionLog, run_now
 from pipeline.runtime.memory_transport import MemoryTransport
+from pipeline.runtime.partitioner import key_partition
 from pipeline.runtime.sensors import Sensors
 from pipeline.runtime.settings import AgentSettings
 from pipeline.runtime.wire import BytesWire, ObjectWire
@@ -61,7 +62,7 @@ class MockServer:
             loop = AgentLoop(
                 self.plan,
                 agent,
-                MemoryTransport(self.broker),
+                MemoryTransport(self.broker, batch_bytes=settings.batch_bytes),
                 settings=settings,
                 wire=wire_type(self.plan.source, self.plan.sink, self.plan.id_keyed_topics),
                 sensors=sensors,
@@ -136,7 +137,7 @@ class MockServer:
             ]
             if path != "/":
                 pairs.append(("path", path.encode()))
-            partition = 0 if key is None else key_partition(key, len(self._source))
+            partition = 0 if key is None else key_partition(key, range(len(self._source)))
             broker.append(self.plan.source, partition, key, encode_response(body) if self.strict else body, pairs)
         self._drain()
         outputs = [record.value for record in _after(sink, sink_start)]

@@ -12,15 +12,18 @@ from pipeline.events import Event
 from steps.base import Emit, Fail, Outcome, Step
 
 logger = logging.getLogger(__name__)
-INLINE_BELOW_S = 0.005  # a step whose batches take less than this runs on the event loop
+# A step whose last batch took less than this runs on the event loop: a thread per batch cost the
+# iris lr path's workers about a tenth of their CPU while draining (bench/floor.py, 500-event
+# batches of 5-20 ms), and a loop held this long is far inside the heartbeat and session timeouts.
+INLINE_BELOW_S = 0.1
 
 
 class Executor:
     """Runs ``step.process`` on a batch and never raises: a crash or an overrun of the step's
     ``deadline_ms`` fails every event of the batch instead.
 
-    With ``threads`` (deployments), a step whose last batch took 5 ms or more, or that has a
-    deadline, runs in a thread, so heartbeats go on during long batches; a batch past its
+    With ``threads`` (deployments), a step whose last batch took 100 ms or more, or that has
+    a deadline, runs in a thread, so heartbeats go on during long batches; a batch past its
     deadline is failed at once while the step finishes it in the background. Without threads
     (the mock server) every batch runs inline and one that overran its deadline is failed
     when it returns: the same outcome, later.

@@ -16,11 +16,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as KafkaPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaConnectionError, KafkaError, MessageSizeTooLargeError
-from aiokafka.partitioner import DefaultPartitioner
 
 from pipeline.errors import DeploymentError, RecordTooLarge, TransportError
 from pipeline.kafka_access import probe
 from pipeline.kafka_config import KafkaConfig, KafkaConfigLike, resolve
+from pipeline.runtime.partitioner import key_partition
 from pipeline.runtime.settings import AgentSettings
 from pipeline.runtime.transport import BatchBuilder, Outgoing, Rebalance, Record, TopicPartition, Unreadable
 
@@ -84,7 +84,6 @@ class KafkaTransport:
     ) -> None:
         self.bootstrap, self.settings, self.exactly_once, self.client_id = bootstrap, settings, exactly_once, client_id
         self.config: KafkaConfig = resolve(kafka_config)
-        self._partitioner = DefaultPartitioner()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self._busy, self._last_record = False, float("-inf")
@@ -238,7 +237,7 @@ class KafkaTransport:
             raise _translated(exc) from exc
 
     def partition(self, key: bytes, partitions: list[int]) -> int:
-        return self._partitioner(key, partitions, partitions)
+        return key_partition(key, partitions)
 
     def create_batch(self) -> BatchBuilder:
         assert self.producer is not None

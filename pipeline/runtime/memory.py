@@ -7,7 +7,6 @@ Nothing here ever waits, so the loop runs over it without an event loop (see :fu
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,11 +28,6 @@ def run_now(coroutine: Coroutine[Any, Any, T]) -> T:
         return done.value
     coroutine.close()
     raise RuntimeError("a mock-server agent waited on something; only the memory transport can run here")
-
-
-def key_partition(key: bytes, partitions: int) -> int:
-    """The partition of a keyed record among ``partitions`` (a stable hash of the key)."""
-    return zlib.crc32(key) % partitions
 
 
 @dataclass(slots=True)

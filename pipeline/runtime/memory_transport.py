@@ -9,7 +9,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from pipeline.errors import RecordTooLarge, TransportError
-from pipeline.runtime.memory import MemoryBroker, PartitionLog, key_partition
+from pipeline.runtime.memory import MemoryBroker, PartitionLog
+from pipeline.runtime.partitioner import key_partition
+from pipeline.runtime.settings import AgentSettings
 from pipeline.runtime.transport import Header, Outgoing, Rebalance, Record, TopicPartition
 
 
@@ -53,7 +55,7 @@ class _Batch:
 class MemoryTransport:
     """One group member and producer on a :class:`MemoryBroker`."""
 
-    def __init__(self, broker: MemoryBroker, *, batch_bytes: int = 16_384) -> None:
+    def __init__(self, broker: MemoryBroker, *, batch_bytes: int = AgentSettings.batch_bytes) -> None:
         self.broker, self.batch_bytes = broker, batch_bytes
         self.topic, self.group = "", ""
         self.owned: set[TopicPartition] = set()
@@ -114,7 +116,7 @@ class MemoryTransport:
         return list(range(len(self.broker.topic(topic))))
 
     def partition(self, key: bytes, partitions: list[int]) -> int:
-        return partitions[key_partition(key, len(partitions))]
+        return key_partition(key, partitions)
 
     def create_batch(self) -> _Batch:
         return _Batch(self.batch_bytes)
@@ -136,7 +138,7 @@ class MemoryTransport:
             raise RecordTooLarge(f"a record of {len(value)} bytes is over {limit} for {record.topic!r}")
         if partition is None:
             logs = self.broker.topics.get(record.topic) or self.broker.topic(record.topic)
-            partition = 0 if record.key is None or len(logs) == 1 else key_partition(record.key, len(logs))
+            partition = 0 if record.key is None or len(logs) == 1 else key_partition(record.key, range(len(logs)))
         if self._open is None:
             self.broker.append(record.topic, partition, record.key, value, record.headers)
         else:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import RecordTooLarge
+from pipeline.runtime.settings import AgentSettings
 from pipeline.runtime.transport import BatchBuilder, Outgoing, Transport
 
 
@@ -37,8 +38,8 @@ class Sender:
         transport: Transport,
         too_large: Callable[[Outgoing, str], Outgoing | None],
         *,
-        batch_bytes: int = 16_384,
-        max_request_size: int = 1_048_576,
+        batch_bytes: int = AgentSettings.batch_bytes,
+        max_request_size: int = AgentSettings.max_request_size,
     ) -> None:
         self.transport, self.too_large = transport, too_large
         self.batch_bytes, self.max_request_size = batch_bytes, max_request_size

@@ -20,7 +20,10 @@ class AgentSettings:
     max_batch_size: int = 500
     max_batch_time_ms: int = 100  # poll wait when nothing is buffered; a batch is what arrived by then
     commit_interval_ms: int | None = 100  # at-least-once: outputs awaited, offsets committed this often
-    batch_bytes: int = 16_384  # the producer's record batch size; a larger record is sent alone
+    # The producer's record batch size; a larger record is sent alone. Measured (bench/tuning.py, iris lr
+    # path, AMD EPYC 2 cores): against Kafka's 16,384, 65,536 drained 1.63 (1.56-1.64)x the events/s with
+    # the workers' CPU per event 185 -> 134 µs and the broker's 85 -> 46; at 1,000/s no latency was lost.
+    batch_bytes: int = 65_536
     linger_ms: int = 5
     max_request_size: int = 1_048_576
     compression_type: str | None = None
