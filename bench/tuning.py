@@ -8,7 +8,7 @@ backlog of N requests (events/s, CPU µs per event draining) and --rate requests
 (latency, CPU µs per event of the workers, the broker and this driver, the machine's busy share).
 Figures are the median (min-max) of the rounds; ratios to "default" are taken round by round.
 
-Run: python bench/tuning.py [--sweep default linger_ms=5 "linger_ms=5,fetch_max_wait_ms=10"]
+Run: python bench/tuning.py [--sweep default batch_bytes=16384 "linger_ms=1,fetch_max_wait_ms=5"]
                             [--requests 20000] [--rate 1000] [--seconds 10] [--rounds N]
                             [--compare-tree PATH] [--quick]
 Prints tables and writes bench/results/tuning.json.
@@ -23,7 +23,7 @@ from common import Deployment, Table, Target, iris_requests, kafka, num, parser,
 from measure import cpu_table, ratios, run_system, runs_table, summarise, throughput_table
 from stats import fmt, orders, rounds_for
 
-DEFAULT_SWEEP = ["default", "linger_ms=5", "commit_interval_ms=1000"]
+DEFAULT_SWEEP = ["default", "batch_bytes=16384", "linger_ms=1"]  # Kafka's batch size; a shorter linger
 LR_PATH = ["pre", "models", "lr", "post"]
 
 
