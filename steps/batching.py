@@ -3,6 +3,7 @@ exactly what each would give ``predict`` alone (see :class:`steps.model.ModelSer
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any
 
 import msgpack
@@ -11,6 +12,7 @@ import numpy as np
 from pipeline.events import Event
 
 BATCH_FREE = ("inputs", "id")  # fields a stacked request does not carry per event
+_BATCH_FREE_KEYS = frozenset(BATCH_FREE)
 Pending = tuple[int, Event, Any, Any]  # (index in the batch, event, validated request, its rows)
 _NO_FIELDS = msgpack.packb({})
 
@@ -44,7 +46,7 @@ def _fields(request: dict[str, Any]) -> bytes | None:
     """The request's fields but ``inputs`` and ``id`` as exact bytes (msgpack tells ``1``,
     ``1.0`` and ``True`` apart, and keeps key order), or None for values other than plain data
     (numpy values, tuples, objects): such a request is never stacked with another."""
-    if len(request) <= len(BATCH_FREE) and all(key in BATCH_FREE for key in request):
+    if request.keys() <= _BATCH_FREE_KEYS:
         return _NO_FIELDS  # the usual request: inputs, perhaps an id
     try:
         return msgpack.packb(
@@ -76,11 +78,10 @@ def _flat_rows(inputs: list[Any] | tuple[Any, ...]) -> Any:
     """:func:`_layout` of rows that are all lists of one length holding no list, tuple or array
     (the usual request), found in one pass; None for anything else."""
     width = len(inputs[0]) if type(inputs[0]) is list else -1
-    values: set[type] = set()
     for row in inputs:
         if type(row) is not list or len(row) != width:
             return None
-        values.update(map(type, row))
+    values = set(map(type, chain.from_iterable(inputs)))
     if any(issubclass(kind, _NESTED) for kind in values):
         return None
     return type(inputs), (width,), frozenset(values | {list})
