@@ -24,7 +24,6 @@ from pipeline.runtime.wire import BytesWire, ObjectWire
 from steps.base import Step
 
 STRICT_PARTITIONS = 4  # topics.yaml's default partition count
-DROP_EVERY = 256  # requests between two forgettings of what every agent has read (each walks every topic)
 
 
 @dataclass
@@ -77,7 +76,6 @@ class MockServer:
             self._readers.setdefault(loop.agent.input, []).append(loop)
         self._source = self.broker.topic(self.plan.source)
         self._sink, self._dlq = self.broker.topic(self.plan.sink), self.broker.topic(self.plan.dlq)
-        self._undropped = 0  # requests sent since read records were last dropped
         self._models = {key: model for router in graph.routers() for key, (model, _, _) in router.models.items()}
 
     def test(
@@ -133,7 +131,6 @@ class MockServer:
     def _run(self, requests: Iterable[tuple[Any, str, Mapping[str, bytes | str] | None, bytes | None]]) -> Any:
         broker, sink, dlq = self.broker, self._sink, self._dlq
         sink_start, dlq_start = [log.end for log in sink], [log.end for log in dlq]
-        source_end = sum(log.end for log in self._source)
         for body, path, headers, key in requests:
             pairs = [
                 (name, value.encode() if isinstance(value, str) else value) for name, value in (headers or {}).items()
@@ -147,10 +144,7 @@ class MockServer:
         if self.strict:
             outputs = [decode_response(value) for value in outputs]
         errors = [error_from_headers(record.headers) for record in _after(dlq, dlq_start)]
-        self._undropped += sum(log.end for log in self._source) - source_end
-        if self._undropped >= DROP_EVERY:
-            broker.drop_read()
-            self._undropped = 0
+        broker.drop_read()
         return outputs, errors
 
     def _drain(self) -> None:
