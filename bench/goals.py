@@ -184,7 +184,17 @@ def _p99_need(data: dict[str, Any]) -> str:
 def _peer_need(data: dict[str, Any]) -> str:
     best = _get(data, "mlserver", "systems", "mlserver best", "events_per_s", "median")
     ours = _get(data, "mlserver", "systems", "streamserve", "events_per_s")
-    return f"events/s from {fmt(ours)} to >= {fmt(best * 10)}" if best and ours else ""
+    if not (best and ours):
+        return ""
+    text = f"events/s from {fmt(ours)} to >= {fmt(best * 10)}"
+    chain = _get(result("floor") or {}, "systems", "aiokafka", "cpu_system_saturated", "median")
+    if chain:
+        text += (
+            f": one lr worker at <= {1e6 / (best * 10):.0f} µs of a core per event (consume, predict, answer, "
+            f"produce), where the hand-written aiokafka chain spends {chain / 4:.0f} µs per event per hop (floor); "
+            "meeting it takes the step's per-event cost near a hand-written hop's (the floor goal's gap)"
+        )
+    return text
 
 
 def _mock_need(data: dict[str, Any]) -> str:

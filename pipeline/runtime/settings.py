@@ -21,8 +21,8 @@ class AgentSettings:
     max_batch_time_ms: int = 100  # poll wait when nothing is buffered; a batch is what arrived by then
     commit_interval_ms: int | None = 100  # at-least-once: outputs awaited, offsets committed this often
     # The producer's record batch size; a larger record is sent alone. Measured (bench/tuning.py, iris lr
-    # path, AMD EPYC 2 cores): against Kafka's 16,384, 65,536 drained 1.63 (1.56-1.64)x the events/s with
-    # the workers' CPU per event 185 -> 134 µs and the broker's 85 -> 46; at 1,000/s no latency was lost.
+    # path, 2 cores): Kafka's 16,384 drains 0.70 (0.53-1.23)x the events/s of 65,536, its workers spending
+    # 199 CPU µs per event against 126; at 1,000/s the two differ by less than the runs' spread.
     batch_bytes: int = 65_536
     linger_ms: int = 5
     max_request_size: int = 1_048_576
