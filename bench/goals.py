@@ -21,9 +21,10 @@ from pipeline.runtime.settings import AgentSettings
 def result(name: str) -> dict[str, Any] | None:
     """bench/results/<name>.json, or None."""
     path = RESULTS / f"{name}.json"
-    if not path.is_file():
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):  # missing, unreadable or cut short: no result
         return None
-    data = json.loads(path.read_text())
     return data if isinstance(data, dict) else None
 
 
@@ -47,12 +48,19 @@ class Goal:
         where = f"`bench/{self.source}.py`, {data['date'][:10]}"
         measured = f"{self.show(summary)}, {runs} run{'s' if runs != 1 else ''}"
         met = self.met(summary["median"])
-        need = "" if met else self.need(data)
+        need = "" if met else self._need(data)
         if data.get("quick"):
             return [self.text, measured, where, "--quick run: no verdict", need]
         if runs < MIN_RUNS:
             return [self.text, measured, where, f"under {MIN_RUNS} runs: no verdict", need]
         return [self.text, measured, where, "met" if met else "**not met**", need]
+
+    def _need(self, data: dict[str, Any]) -> str:
+        """What meeting it would take; "" when the results lack what the text needs."""
+        try:
+            return self.need(data)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+            return ""
 
 
 def _get(data: dict[str, Any], *path: str) -> Any:

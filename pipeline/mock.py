@@ -129,6 +129,10 @@ class MockServer:
         return self._run((request.body, request.path, request.headers, request.key) for request in requests)
 
     def _run(self, requests: Iterable[tuple[Any, str, Mapping[str, bytes | str] | None, bytes | None]]) -> Any:
+        requests = list(requests)
+        for _, _, _, key in requests:  # all checked before any is sent
+            if key is not None and not isinstance(key, bytes):
+                raise ProtocolError(f"a request's key must be bytes or None, not {type(key).__name__} ({key!r:.60})")
         broker, sink, dlq = self.broker, self._sink, self._dlq
         sink_start, dlq_start = [log.end for log in sink], [log.end for log in dlq]
         for body, path, headers, key in requests:
@@ -137,7 +141,7 @@ class MockServer:
             ]
             if path != "/":
                 pairs.append(("path", path.encode()))
-            partition = 0 if key is None else key_partition(key, range(len(self._source)))
+            partition = 0 if key is None or len(self._source) == 1 else key_partition(key, range(len(self._source)))
             broker.append(self.plan.source, partition, key, encode_response(body) if self.strict else body, pairs)
         self._drain()
         outputs = [record.value for record in _after(sink, sink_start)]

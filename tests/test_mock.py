@@ -198,3 +198,13 @@ def test_a_long_lived_mock_server_keeps_no_record_once_read_and_never_reuses_an_
 
 def add_one_to_outputs(body):
     return {**body, "outputs": [value + 1 for value in body["outputs"]]}
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_request_key_that_is_not_bytes_is_refused_with_what_to_send(strict):
+    server = _ensemble_graph(VotingEnsemble(["a", "b"], vote="regression")).to_mock_server(strict=strict)
+    for key in ("cust-42", bytearray(b"cust-42")):
+        with pytest.raises(ProtocolError, match="key must be bytes or None"):
+            server.test_many([MockRequest({"inputs": [[5]]}), MockRequest({"inputs": [[1]]}, key=key)])
+    answers, _ = server.test_many([MockRequest({"inputs": [[1]]}, key=b"cust-42")])
+    assert [answer["outputs"] for answer in answers] == [[2.0]]  # nothing of the refused calls was sent

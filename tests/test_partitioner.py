@@ -41,7 +41,10 @@ def test_key_partition_matches_the_default_partitioner(key: bytes, count: int) -
 
 def test_kept_hashes_are_bounded(monkeypatch) -> None:
     monkeypatch.setattr(partitioner, "KNOWN_KEYS", 8)
+    monkeypatch.setattr(partitioner, "_hashes", {})
     for number in range(50):
         key = f"request-{number}".encode()
         assert key_partition(key, [0, 1, 2]) == DefaultPartitioner()(key, [0, 1, 2], [0, 1, 2])
-    assert len(partitioner._hashes) <= 8
+    long_key = b"k" * (partitioner.KEPT_KEY_BYTES + 1)
+    assert key_partition(long_key, [0, 1, 2]) == DefaultPartitioner()(long_key, [0, 1, 2], [0, 1, 2])
+    assert 0 < len(partitioner._hashes) <= 8 and long_key not in partitioner._hashes

@@ -12,10 +12,10 @@ from pipeline.events import Event
 from steps.base import Emit, Fail, Outcome, Step
 
 logger = logging.getLogger(__name__)
-# A step whose last batch took less than this runs on the event loop: a thread per batch cost the
-# iris lr path's workers about a tenth of their CPU while draining (bench/floor.py --compare-tree,
-# 4 rounds: 214 against 192 CPU µs per event; its batches take 5-20 ms), and a loop held this long
-# is far inside the heartbeat and session timeouts.
+# A batch expected to take less than this (its size times the step's last time per event) runs on
+# the event loop: a thread per batch cost the iris lr path's workers about a tenth of their CPU while
+# draining (bench/floor.py --compare-tree, 4 rounds: 214 against 192 CPU µs per event; its batches
+# take 5-20 ms), and a loop held this long is far inside the heartbeat and session timeouts.
 INLINE_BELOW_S = 0.1
 
 
@@ -23,16 +23,17 @@ class Executor:
     """Runs ``step.process`` on a batch and never raises: a crash or an overrun of the step's
     ``deadline_ms`` fails every event of the batch instead.
 
-    With ``threads`` (deployments), a step whose last batch took 100 ms or more, or that has
-    a deadline, runs in a thread, so heartbeats go on during long batches; a batch past its
-    deadline is failed at once while the step finishes it in the background. Without threads
-    (the mock server) every batch runs inline and one that overran its deadline is failed
-    when it returns: the same outcome, later.
+    With ``threads`` (deployments), a batch that the step's last time per event says will take
+    100 ms or more, the first batch, and every batch of a step with a deadline run in a thread, so
+    heartbeats go on during long batches (a backlog's 500-event batch after light traffic's single
+    events included); a batch past its deadline is failed at once while the step finishes it in
+    the background. Without threads (the mock server) every batch runs inline and one that
+    overran its deadline is failed when it returns: the same outcome, later.
     """
 
     def __init__(self, step: Step, *, threads: bool = True) -> None:
         self.step, self.threads = step, threads
-        self._inline = not threads  # the first batch runs in a thread: its cost is unknown
+        self._per_event_s = 0.0 if not threads else float("inf")  # the first batch's cost is unknown: a thread
         self._overrun: asyncio.Future | None = None
 
     async def run(self, events: list[Event]) -> list[Outcome]:
@@ -61,7 +62,8 @@ class Executor:
             self._overrun = None
         started = time.perf_counter()
         try:
-            if self._inline and (step.deadline_ms is None or not self.threads):
+            inline = self._per_event_s * len(events) < INLINE_BELOW_S
+            if inline and (step.deadline_ms is None or not self.threads):
                 outcomes = step.process(events)
                 if step.deadline_ms is not None and time.perf_counter() - started > step.deadline_ms / 1000:
                     return self._late(events)
@@ -76,7 +78,7 @@ class Executor:
                 return self._late(events)
         finally:
             if self.threads:
-                self._inline = time.perf_counter() - started < INLINE_BELOW_S
+                self._per_event_s = (time.perf_counter() - started) / max(len(events), 1)
 
     def _late(self, events: list[Event]) -> list[Outcome]:
         late = StepError(

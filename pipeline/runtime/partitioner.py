@@ -1,5 +1,7 @@
-"""Where a keyed record goes: Kafka's default partitioner (murmur2 of the key, as the Java client
-and aiokafka compute it), computed once per key while the key is among the recently seen."""
+"""Where a keyed record goes: the Java client's (and aiokafka's) default partitioner, murmur2 of the
+key, computed once per short key while it is among the recently seen. (librdkafka's default,
+consistent_random, hashes with crc32: a confluent-kafka producer writing to the same topic must set
+``partitioner=murmur2_random`` to place a key where streamserve does.)"""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ _SEED = 0x9747B28C
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
 _WORDS = struct.Struct("<I")
-KNOWN_KEYS = 65_536  # keys whose hash is kept (entity keys repeat: users, devices, model names)
+KNOWN_KEYS = 16_384  # keys whose hash is kept (entity keys repeat: users, devices, model names)
+KEPT_KEY_BYTES = 64  # a longer key is hashed every time: the kept hashes stay within a few MiB
 _hashes: dict[bytes, int] = {}
 
 
@@ -38,7 +41,9 @@ def key_partition(key: bytes, partitions: Sequence[int]) -> int:
     """The partition of ``partitions`` (sorted) that Kafka's default partitioner gives ``key``."""
     positive = _hashes.get(key)
     if positive is None:
-        if len(_hashes) >= KNOWN_KEYS:  # unbounded distinct keys (request ids): start again
-            _hashes.clear()
-        positive = _hashes[key] = murmur2(key) & 0x7FFFFFFF
+        positive = murmur2(key) & 0x7FFFFFFF
+        if len(key) <= KEPT_KEY_BYTES:
+            if len(_hashes) >= KNOWN_KEYS:  # unbounded distinct keys (event ids): start again
+                _hashes.clear()
+            _hashes[key] = positive
     return partitions[positive % len(partitions)]

@@ -3,6 +3,7 @@ do with a record over a size limit."""
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -11,6 +12,8 @@ from typing import Any
 from pipeline.errors import RecordTooLarge
 from pipeline.runtime.settings import AgentSettings
 from pipeline.runtime.transport import BatchBuilder, Outgoing, Transport
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -45,6 +48,7 @@ class Sender:
         self.batch_bytes, self.max_request_size = batch_bytes, max_request_size
         self._partitions: dict[str, list[int]] = {}
         self._unkeyed: dict[str, int] = {}
+        self._split_topics: set[str] = set()  # topics that refused a batch as too large (warned once)
 
     async def dispatch(self, records: list[Outgoing]) -> list[Sent]:
         """Hand ``records`` to the producer; their delivery is awaited by :meth:`deliver`."""
@@ -117,6 +121,14 @@ class Sender:
 
     async def _split(self, batch: Sent) -> list[Sent]:
         if len(batch.records) > 1:
+            if batch.topic not in self._split_topics:
+                self._split_topics.add(batch.topic)
+                logger.warning(
+                    "%s refused a record batch of %d records as too large; sending its batches record by "
+                    "record (set batch_bytes below the topic's max.message.bytes)",
+                    batch.topic,
+                    len(batch.records),
+                )
             sent: list[Sent] = []
             for record in batch.records:
                 sent += await self._send(batch.topic, batch.partition, [record])
