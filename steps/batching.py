@@ -76,7 +76,7 @@ def _layout(inputs: Any) -> Any:
 
 def _flat_rows(inputs: list[Any] | tuple[Any, ...]) -> Any:
     """:func:`_layout` of rows that are all lists of one length holding no list, tuple or array
-    (the usual request), found in one pass; None for anything else."""
+    (the usual request), found without walking each row's shape; None for anything else."""
     width = len(inputs[0]) if type(inputs[0]) is list else -1
     for row in inputs:
         if type(row) is not list or len(row) != width:
