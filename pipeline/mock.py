@@ -17,7 +17,6 @@ from pipeline.runtime.deadletter import error_from_headers
 from pipeline.runtime.loop import AgentLoop
 from pipeline.runtime.memory import MemoryBroker, MemoryRecord, PartitionLog, run_now
 from pipeline.runtime.memory_transport import MemoryTransport
-from pipeline.runtime.partitioner import key_partition
 from pipeline.runtime.sensors import Sensors
 from pipeline.runtime.settings import AgentSettings
 from pipeline.runtime.wire import BytesWire, ObjectWire
@@ -141,7 +140,7 @@ class MockServer:
             ]
             if path != "/":
                 pairs.append(("path", path.encode()))
-            partition = 0 if key is None or len(self._source) == 1 else key_partition(key, range(len(self._source)))
+            partition = broker.partition_of(self.plan.source, key)
             broker.append(self.plan.source, partition, key, encode_response(body) if self.strict else body, pairs)
         self._drain()
         outputs = [record.value for record in _after(sink, sink_start)]

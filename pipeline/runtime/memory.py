@@ -11,6 +11,7 @@ from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pipeline.runtime.partitioner import key_partition
 from pipeline.runtime.transport import Header, TopicPartition
 
 if TYPE_CHECKING:
@@ -93,6 +94,12 @@ class MemoryBroker:
         """Every record of ``topic``, partition by partition."""
         for log in self.topic(topic):
             yield from log
+
+    def partition_of(self, topic: str, key: bytes | None) -> int:
+        """The partition of ``topic`` a record keyed ``key`` goes to: where Kafka's default
+        partitioner puts it; partition 0 for an unkeyed record."""
+        logs = self.topic(topic)
+        return 0 if key is None or len(logs) == 1 else key_partition(key, range(len(logs)))
 
     def end_offsets(self, topic: str) -> dict[TopicPartition, int]:
         """The next offset of each partition of ``topic``."""

@@ -137,12 +137,8 @@ class MemoryTransport:
         if limit is not None and isinstance(value, (bytes, bytearray)) and len(value) > limit:
             raise RecordTooLarge(f"a record of {len(value)} bytes is over {limit} for {record.topic!r}")
         if partition is None:
-            logs = self.broker.topics.get(record.topic) or self.broker.topic(record.topic)
-            partition = 0 if record.key is None or len(logs) == 1 else key_partition(record.key, range(len(logs)))
-        if self._open is None:
-            self.broker.append(record.topic, partition, record.key, value, record.headers)
-        else:
-            self._open.append((record.topic, partition, record.key, value, record.headers))
+            partition = self.broker.partition_of(record.topic, record.key)
+        self._store(record.topic, partition, record.key, value, record.headers)
         return _DONE
 
     def _store(self, topic: str, partition: int, key: bytes | None, value: Any, headers: list[Header]) -> None:
